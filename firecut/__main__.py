@@ -1,0 +1,3 @@
+from firecut.cli import main
+
+main()

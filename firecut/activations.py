@@ -1,0 +1,60 @@
+"""CNN activations, by name, including the clipped-quantised one that converts well to spikes.
+
+Models take `act_layer(channels) -> nn.Module` (spikingjelly's `spiking_neuron=` idea); this
+registry turns a config name into such a factory.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+from firecut.errors import FirecutError
+
+
+class ClipQuant(nn.Module):
+    """Clip-floor-shift activation (QCFS; Bu et al., ICLR 2022), learnable clip theta.
+
+        y = theta / L * clamp(floor(x * L / theta + 1/2), 0, L)
+
+    The half-level shift makes its expected error against an IF neuron with threshold theta and
+    membrane started at theta/2 zero when T = L, so a CNN trained with it converts at few steps.
+    floor() passes gradients straight through; theta learns through y = theta * q(x / theta).
+    """
+
+    def __init__(self, levels: int = 4, init: float = 4.0):
+        super().__init__()
+        self.levels = levels
+        self.theta = nn.Parameter(torch.tensor(float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        theta = self.theta.abs().clamp_min(1e-3)
+        q = torch.clamp(x / theta, 0.0, 1.0)  # (N, C, ...) in [0, 1]
+        q_hard = torch.floor(q * self.levels + 0.5) / self.levels
+        q = q + (q_hard - q).detach()  # straight-through floor
+        return q * theta
+
+    def extra_repr(self) -> str:
+        return f"levels={self.levels}"
+
+
+ActFactory = Callable[[int], nn.Module]
+
+ACTIVATIONS: dict[str, Callable[..., ActFactory]] = {
+    "relu": lambda **_: lambda c: nn.ReLU(inplace=True),
+    "relu6": lambda **_: lambda c: nn.ReLU6(inplace=True),
+    "silu": lambda **_: lambda c: nn.SiLU(inplace=True),
+    "hardswish": lambda **_: lambda c: nn.Hardswish(inplace=True),
+    "clipq": lambda levels=4, clip_init=4.0, **_: lambda c: ClipQuant(levels, clip_init),
+}
+
+# Module types the converter replaces with spiking neurons.
+CONVERTIBLE = (nn.ReLU, nn.ReLU6, nn.SiLU, nn.Hardswish, ClipQuant)
+
+
+def make_act(name: str, **kwargs) -> ActFactory:
+    if name not in ACTIVATIONS:
+        raise FirecutError(f"unknown activation '{name}'; choose one of: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name](**kwargs)

@@ -1,0 +1,100 @@
+"""Self-describing checkpoints, written atomically, refused clearly when corrupt or foreign.
+
+A checkpoint holds everything needed to rebuild and judge the network without the run folder:
+the model and spiking configs, classes, image size, normalisation, metrics, firecut's version,
+and (for resuming) optimiser, scheduler and epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import firecut
+from firecut.config import ModelConfig, SpikingConfig
+from firecut.errors import FirecutError
+from firecut.network import build_network
+
+FORMAT = "firecut-checkpoint"
+FORMAT_VERSION = 1
+
+
+def atomic_write_bytes(path: Path, writer) -> None:
+    """Calls writer(file) on a temp file in the same folder, then renames it over `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def make_checkpoint(model: nn.Module, mc: ModelConfig, sc: SpikingConfig, *, classes: list[str],
+                    image_size: int, dataset: str, mean: list[float], std: list[float],
+                    metrics: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "firecut_version": firecut.__version__,
+        "arch": {"model": asdict(mc), "spiking": asdict(sc), "num_classes": len(classes),
+                 "image_size": image_size},
+        "dataset": dataset,
+        "classes": list(classes),
+        "norm": {"mean": list(mean), "std": list(std)},
+        "metrics": metrics or {},
+        "state_dict": model.state_dict(),
+        **extra,
+    }
+
+
+def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
+    atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FirecutError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise FirecutError(f"{path}: not a readable checkpoint (corrupt or truncated: "
+                           f"{e.__class__.__name__}); re-create it with `firecut train`") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise FirecutError(f"{path}: not a firecut checkpoint (no '{FORMAT}' marker); "
+                           "pass a best.pt/last.pt written by `firecut train`")
+    if ckpt.get("format_version", 0) > FORMAT_VERSION:
+        raise FirecutError(f"{path}: written by a newer firecut ({ckpt.get('firecut_version')}); "
+                           "upgrade firecut")
+    return ckpt
+
+
+def configs_of(ckpt: dict[str, Any]) -> tuple[ModelConfig, SpikingConfig]:
+    arch = ckpt["arch"]
+    return ModelConfig(**arch["model"]), SpikingConfig(**arch["spiking"])
+
+
+def model_from_checkpoint(ckpt: dict[str, Any]) -> nn.Module:
+    mc, sc = configs_of(ckpt)
+    model = build_network(mc, sc, ckpt["arch"]["num_classes"], ckpt["arch"]["image_size"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        first = str(e).splitlines()[0]
+        raise FirecutError(f"checkpoint weights do not fit its own architecture ({first})") from None
+    return model

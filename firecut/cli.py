@@ -1,0 +1,185 @@
+"""The `firecut` command line: a thin shell over the library.
+
+Heavy imports (torch, torchvision, optuna) happen inside commands, so `firecut --help` stays fast.
+Results go to stdout; progress and diagnostics to stderr. An error the user can fix is one line
+on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from firecut.errors import FirecutError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Spiking SqueezeNet: train CNNs and SNNs, prune Fire modules, count AC/MAC and energy.",
+    epilog="Example: firecut train --preset quick --dataset cifar10 --cnn --out runs/cnn",
+)
+
+
+class Device(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
+def _default_out(model: str, dataset: str, mode: str, timesteps: int, seed: int) -> str:
+    from firecut.data import dataset_name
+
+    tag = f"{mode}-T{timesteps}" if mode != "cnn" else "cnn"
+    return str(Path("runs") / f"{model}-{dataset_name(dataset)}-{tag}-s{seed}")
+
+
+@app.command(epilog="Example: firecut train --preset quick --dataset cifar10 --cnn --out runs/cnn "
+                    "&& firecut train --preset quick --dataset cifar10 --init runs/cnn/best.pt")
+def train(
+    model: str = typer.Option("squeezenet", help="Registered model (see `firecut models`)."),
+    dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | tinyimagenet | synthetic | PATH.npz"),
+    snn: Optional[bool] = typer.Option(None, "--snn/--cnn", help="Spiking net or CNN [default: SNN if --init is given, else CNN]."),
+    init: Optional[str] = typer.Option(None, help="CNN checkpoint to convert (threshold balancing) and fine-tune as an SNN."),
+    preset: Optional[str] = typer.Option(None, help="quick (2-core CPU, minutes) | paper (GPU recipe); flags given override it."),
+    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
+    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: 4]."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per training step."),
+    lr: Optional[float] = typer.Option(None, help="Peak learning rate (cosine schedule)."),
+    optimizer: Optional[str] = typer.Option(None, help="sgd | adamw."),
+    act: Optional[str] = typer.Option(None, help="CNN activation: relu | relu6 | silu | hardswish | clipq."),
+    keep: Optional[str] = typer.Option(None, help="Fire modules to keep, comma-separated (default: all)."),
+    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images."),
+    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
+    data_root: Optional[str] = typer.Option(None, help="Download/cache folder [default: ~/.cache/firecut/data or $FIRECUT_DATA]."),
+    seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
+    device: Optional[Device] = typer.Option(None, help="Training device."),
+    energy_preset: Optional[str] = typer.Option(None, help="Energy per op preset [default: 45nm-fp32 (0.9/4.6 pJ)]."),
+    out: Optional[str] = typer.Option(None, help="Run folder [default: runs/MODEL-DATASET-MODE-s SEED]."),
+    restart: bool = typer.Option(False, "--restart", help="Discard an unfinished run in --out instead of resuming it."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+):
+    """Train one CNN or SNN, evaluate it on the test split and count its AC/MAC/energy.
+
+    Writes OUT/summary.json (acc, f1, ac, mac, params, energy_mj, firing_rate, layers, ...) and
+    prints it. Re-running the same command resumes an interrupted run.
+    """
+    from firecut.config import RunConfig, apply_preset, validate
+
+    cfg = RunConfig()
+    cfg.spiking.enabled = snn if snn is not None else init is not None
+    cfg.spiking.init = init
+    cfg.model.name = model
+    apply_preset(cfg, preset)
+    given = {
+        "data.dataset": dataset, "data.root": data_root, "data.train_subset": train_subset,
+        "data.test_subset": test_subset, "train.epochs": epochs, "spiking.timesteps": timesteps,
+        "train.batch_size": batch_size, "train.lr": lr, "train.optimizer": optimizer,
+        "model.act": act, "train.seed": seed, "train.device": device.value if device else None,
+        "energy.preset": energy_preset,
+        "model.keep": [k.strip() for k in keep.split(",") if k.strip()] if keep is not None else None,
+    }
+    from firecut.config import set_dotted
+
+    for key, value in given.items():
+        if value is not None:
+            set_dotted(cfg, key, value)
+    validate(cfg)
+    _check_names(cfg)
+    from firecut.train import fit
+
+    out = out or _default_out(model, dataset, cfg.mode(), cfg.spiking.timesteps, cfg.train.seed)
+    summary = fit(cfg, out, restart=restart, show_progress=not quiet)
+    _print_json(summary)
+    print(f"wrote {Path(out) / 'summary.json'}", file=sys.stderr)
+
+
+def _check_names(cfg) -> None:
+    """Registries checked up front, before any data is loaded."""
+    from firecut.activations import make_act
+    from firecut.data import DATASETS
+    from firecut.energy import EnergyModel
+    from firecut.models import get_builder
+    from firecut.spiking import surrogate
+
+    get_builder(cfg.model.name)
+    make_act(cfg.model.act)
+    surrogate(cfg.spiking.surrogate)
+    EnergyModel.from_config(cfg.energy.preset)
+    d = cfg.data.dataset
+    if d not in DATASETS and not (d.endswith(".npz") or Path(d).exists()):
+        raise FirecutError(f"unknown dataset '{d}'; choose one of: {', '.join(DATASETS)}, "
+                           "or give the path of an .npz file")
+    if cfg.model.keep is not None and cfg.model.name.startswith("squeezenet"):
+        from firecut.models.squeezenet import check_keep
+
+        check_keep(cfg.model.keep)
+
+
+def _print_json(d) -> None:
+    sys.stdout.write(json.dumps(d, indent=2) + "\n")
+
+
+@app.command(epilog="Example: firecut evaluate runs/snn/best.pt --dataset cifar10")
+def evaluate(
+    checkpoint: str = typer.Argument(..., help="A best.pt/last.pt written by `firecut train`."),
+    dataset: str = typer.Option(..., help="Dataset whose test split to evaluate on."),
+    timesteps: Optional[int] = typer.Option(None, help="Run the SNN for T steps [default: as trained]."),
+    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
+    batch_size: int = typer.Option(256, help="Images per evaluation step."),
+    data_root: Optional[str] = typer.Option(None, help="Download/cache folder."),
+    device: Device = typer.Option(Device.auto, help="Evaluation device."),
+    energy_preset: str = typer.Option("45nm-fp32", help="Energy per op preset."),
+):
+    """Evaluate a checkpoint on a test split; print the summary.json layout to stdout."""
+    from firecut.config import default_data_root
+    from firecut.energy import EnergyModel
+    from firecut.train import evaluate_checkpoint
+
+    if timesteps is not None and timesteps < 1:
+        raise FirecutError("--timesteps must be >= 1 (a spiking net needs at least one step)")
+    summary = evaluate_checkpoint(checkpoint, dataset, data_root or default_data_root(),
+                                  timesteps=timesteps, test_subset=test_subset,
+                                  batch_size=batch_size, device=device.value,
+                                  energy=EnergyModel.from_config(energy_preset))
+    _print_json(summary)
+
+
+@app.command(epilog="Example: firecut models --dataset cifar100")
+def models(
+    dataset: str = typer.Option("cifar10", help="Dataset whose class count and image size to use."),
+):
+    """List registered models with parameter counts (CNN, and SNN with per-channel thresholds)."""
+    from firecut.config import ModelConfig, SpikingConfig
+    from firecut.data import num_classes_of
+    from firecut.models import describe, list_models
+    from firecut.network import build_network, count_params
+
+    size = 64 if dataset == "tinyimagenet" else 32
+    k = num_classes_of(dataset)
+    print(f"{'model':<14} {'CNN params':>12} {'SNN params':>12}  description")
+    for name in list_models():
+        mc = ModelConfig(name=name)
+        cnn = count_params(build_network(mc, SpikingConfig(enabled=False), k, size))
+        snn = count_params(build_network(mc, SpikingConfig(enabled=True), k, size))
+        print(f"{name:<14} {cnn:>12,} {snn:>12,}  {describe(name)}")
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=True)
+    except FirecutError as e:
+        print(f"firecut: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("firecut: interrupted; re-run the same command to resume", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,202 @@
+"""Every knob of a run, as typed dataclasses with units; presets; YAML snapshot and reload.
+
+A run's config is built in three layers, later wins: dataclass defaults -> `--preset` -> flags
+the user gave. The result is written to the run folder as config.yaml and stored in checkpoints.
+No torch import here: the CLI builds configs before it decides to load anything heavy.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from firecut.errors import FirecutError
+
+
+def default_data_root() -> str:
+    """Where datasets are downloaded/cached: $FIRECUT_DATA, else the user cache folder."""
+    if os.environ.get("FIRECUT_DATA"):
+        return os.environ["FIRECUT_DATA"]
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "firecut", "data")
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "cifar10"  # cifar10 | cifar100 | tinyimagenet | synthetic | path/to/file.npz
+    root: str = field(default_factory=default_data_root)  # download / cache folder
+    train_subset: int | None = None  # images, class-balanced; None = all
+    test_subset: int | None = None  # images, class-balanced; None = all
+    augment: bool = True  # random crop (zero pad 4 px) + horizontal flip, batched on device
+
+
+@dataclass
+class ModelConfig:
+    name: str = "squeezenet"  # a registered model (`firecut models`)
+    act: str = "relu"  # CNN activation: relu | relu6 | silu | hardswish | clipq
+    levels: int = 4  # clipq: quantisation levels L (conversion is exact in expectation at T=L)
+    clip_init: float = 4.0  # clipq: initial clip value theta (activation units)
+    keep: list[str] | None = None  # Fire modules kept (None = all)
+    width: float = 1.0  # channel width multiplier
+    dropout: float = 0.0  # before the classifier, probability
+
+
+@dataclass
+class SpikingConfig:
+    enabled: bool = False  # False: the CNN; True: every activation becomes an LIF neuron
+    timesteps: int = 4  # T, steps per image
+    beta: float | None = None  # membrane decay per step; None = 1.0 (IF) when converting, 0.9 from scratch
+    threshold: float = 1.0  # initial threshold when training from scratch (activation units)
+    learn_threshold: bool = True  # one learnable threshold per channel
+    surrogate: str = "atan"  # atan | fast_sigmoid | sigmoid (snntorch's maths)
+    surrogate_param: float | None = None  # atan alpha / sigmoid slope; None = snntorch's default
+    v_init: float = 0.5  # initial membrane potential, as a fraction of the threshold
+    percentile: float = 99.9  # threshold balancing of a ReLU CNN: percentile of each layer's activations
+    balance_batches: int = 8  # training batches seen by threshold balancing
+    init: str | None = None  # CNN checkpoint to convert; None = train the SNN from scratch
+    encode_once: bool = True  # compute the layers before the first neuron once and broadcast over T
+
+    def resolved_beta(self) -> float:
+        if self.beta is not None:
+            return self.beta
+        return 1.0 if self.init else 0.9
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 128  # images per step
+    optimizer: str = "sgd"  # sgd (momentum, nesterov) | adamw
+    lr: float = 0.05  # peak learning rate, after linear warm-up, cosine decay to 0 per step
+    momentum: float = 0.9
+    weight_decay: float = 5e-4  # on conv/linear weights only (not BN, biases, thresholds)
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 1.0
+    seed: int = 0
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    eval_batch_size: int = 256  # images per evaluation step
+
+
+@dataclass
+class EnergyConfig:
+    preset: str = "45nm-fp32"  # see firecut.energy.PRESETS
+    e_ac_pj: float | None = None  # override: energy of one accumulate, pJ
+    e_mac_pj: float | None = None  # override: energy of one multiply-accumulate, pJ
+
+
+@dataclass
+class RunConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    spiking: SpikingConfig = field(default_factory=SpikingConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    energy: EnergyConfig = field(default_factory=EnergyConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        parts = {}
+        for f in fields(cls):
+            sub = f.default_factory  # type: ignore[misc]
+            known = {g.name for g in fields(sub())}
+            given = d.get(f.name) or {}
+            unknown = set(given) - known
+            if unknown:
+                raise FirecutError(f"unknown config key(s) {sorted(unknown)} in section '{f.name}'")
+            parts[f.name] = sub(**given)
+        return cls(**parts)
+
+    def mode(self) -> str:
+        """'cnn', 'snn' (converted from a CNN) or 'snn-scratch': the key presets are chosen by."""
+        if not self.spiking.enabled:
+            return "cnn"
+        return "snn" if self.spiking.init else "snn-scratch"
+
+
+# Presets: overrides per mode, as dotted keys. `quick` is sized for a 2-core CPU and the
+# CIFAR-10 subset (CNN then SNN in under 10 minutes); `paper` is the GPU recipe.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {
+        "cnn": {"train.epochs": 4, "train.lr": 0.05, "model.act": "clipq", "model.levels": 4,
+                "train.batch_size": 64},
+        "snn": {"train.epochs": 1, "train.lr": 0.005, "train.warmup_epochs": 0.0,
+                "train.batch_size": 64, "spiking.timesteps": 4},
+        "snn-scratch": {"train.epochs": 2, "train.lr": 0.05, "train.batch_size": 64,
+                        "spiking.timesteps": 4},
+    },
+    "paper": {
+        "cnn": {"train.epochs": 200, "train.lr": 0.05, "model.act": "clipq", "model.levels": 8,
+                "train.batch_size": 128},
+        "snn": {"train.epochs": 30, "train.lr": 0.005, "train.warmup_epochs": 0.0,
+                "train.batch_size": 128, "spiking.timesteps": 8},
+        "snn-scratch": {"train.epochs": 200, "train.lr": 0.05, "train.batch_size": 128,
+                        "spiking.timesteps": 8},
+    },
+}
+
+
+def set_dotted(cfg: RunConfig, key: str, value: Any) -> None:
+    section, name = key.split(".")
+    sub = getattr(cfg, section)
+    if name not in {f.name for f in fields(sub)}:
+        raise FirecutError(f"unknown config key '{key}'")
+    setattr(sub, name, value)
+
+
+def apply_preset(cfg: RunConfig, preset: str | None) -> RunConfig:
+    if preset is None:
+        return cfg
+    if preset not in PRESETS:
+        raise FirecutError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    for key, value in PRESETS[preset][cfg.mode()].items():
+        set_dotted(cfg, key, value)
+    return cfg
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Checks the values no registry checks; raises FirecutError naming the flag."""
+    checks = [
+        (cfg.spiking.timesteps >= 1, "--timesteps must be >= 1 (a spiking net needs at least one step)"),
+        (cfg.train.epochs >= 1 or (cfg.train.epochs == 0 and cfg.mode() == "snn"),
+         "--epochs must be >= 1 (0 is allowed with --init: convert and evaluate, no fine-tuning)"),
+        (cfg.train.batch_size >= 1, "--batch-size must be >= 1"),
+        (cfg.train.lr > 0, "--lr must be > 0"),
+        (0.0 <= cfg.spiking.v_init < 1.0, "spiking.v_init must be in [0, 1) (fraction of threshold)"),
+        (0.0 < cfg.spiking.percentile <= 100.0, "spiking.percentile must be in (0, 100]"),
+        (cfg.model.levels >= 1, "model.levels must be >= 1"),
+        (cfg.train.optimizer in ("sgd", "adamw"), "--optimizer must be sgd or adamw"),
+        (cfg.train.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
+        (cfg.data.train_subset is None or cfg.data.train_subset > 0, "--train-subset must be > 0"),
+        (cfg.data.test_subset is None or cfg.data.test_subset > 0, "--test-subset must be > 0"),
+        (not (cfg.spiking.init and not cfg.spiking.enabled), "--init converts a CNN into an SNN: drop --cnn"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise FirecutError(message)
+    return cfg
+
+
+def save_yaml(cfg: RunConfig, path: Path) -> None:
+    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def load_yaml(path: Path) -> RunConfig:
+    try:
+        d = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise FirecutError(f"{path}: cannot read the config ({e.__class__.__name__})") from None
+    if not isinstance(d, dict):
+        raise FirecutError(f"{path}: not a firecut config (expected a mapping)")
+    return RunConfig.from_dict(d)
+
+
+def replace(cfg: RunConfig, **sections: Any) -> RunConfig:
+    return dataclasses.replace(cfg, **sections)

@@ -1,0 +1,200 @@
+"""Synaptic-operation counting (AC / MAC) and the energy estimate.
+
+Counting rule (DESIGN §2), per test image, summed over T steps:
+  * a Conv2d/Linear whose input is spikes ({0, c} per channel: binary, or binary times a
+    per-channel constant that folds into the weights) adds its exact accumulates to AC: each
+    nonzero input times its fan-out inside the layer, borders included;
+  * a layer with real-valued input adds its dense MACs to MAC: once per image if its input is the
+    same at every step (the encoding layer), else once per step;
+  * in a CNN every layer's dense MACs count (T = 1).
+BN folds into the conv; pooling and neuron updates are not counted in energy; neuron updates are
+reported separately.
+
+    E [mJ] = (AC * e_AC + MAC * e_MAC) [pJ] * 1e-9
+
+Energy per operation (Horowitz, ISSCC 2014, 45 nm): an AC is one add; a MAC a multiply + add.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from firecut.errors import FirecutError
+from firecut.spiking import LIF
+
+# name -> (e_AC pJ, e_MAC pJ), Horowitz 2014, 45 nm
+PRESETS: dict[str, tuple[float, float]] = {
+    "45nm-fp32": (0.9, 4.6),  # fp add 0.9; fp mult 3.7 + add 0.9
+    "45nm-fp16": (0.4, 1.5),  # fp add 0.4; fp mult 1.1 + add 0.4
+    "45nm-int32": (0.1, 3.2),  # int add 0.1; int mult 3.1 + add 0.1
+    "45nm-int8": (0.03, 0.23),  # int add 0.03; int mult 0.2 + add 0.03
+}
+
+
+@dataclass(frozen=True)
+class EnergyModel:
+    e_ac_pj: float = 0.9  # energy of one accumulate, pJ
+    e_mac_pj: float = 4.6  # energy of one multiply-accumulate, pJ
+    name: str = "45nm-fp32"
+
+    @classmethod
+    def from_config(cls, preset: str = "45nm-fp32", e_ac_pj: float | None = None,
+                    e_mac_pj: float | None = None) -> EnergyModel:
+        if preset not in PRESETS:
+            raise FirecutError(f"unknown energy preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+        ac, mac = PRESETS[preset]
+        custom = e_ac_pj is not None or e_mac_pj is not None
+        return cls(ac if e_ac_pj is None else e_ac_pj, mac if e_mac_pj is None else e_mac_pj,
+                   preset + ("+custom" if custom else ""))
+
+    def energy_mj(self, ac: float, mac: float) -> float:
+        return (ac * self.e_ac_pj + mac * self.e_mac_pj) * 1e-9  # pJ -> mJ
+
+
+def is_spike_input(x: torch.Tensor) -> bool:
+    """True if every channel (dim 1) holds only 0 and one other value: binary up to a scale."""
+    c = x.shape[1]
+    xc = x.detach().transpose(0, 1).reshape(c, -1).float()  # (C, N*H*W)
+    nz = xc != 0
+    hi = torch.where(nz, xc, torch.full_like(xc, -float("inf"))).amax(1)
+    lo = torch.where(nz, xc, torch.full_like(xc, float("inf"))).amin(1)
+    has = nz.any(1)
+    same = (hi - lo).abs() <= 1e-6 * hi.abs().clamp_min(1e-12)
+    return bool(torch.all(~has | same))
+
+
+def conv_accumulates(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Exact accumulates of `conv` on input `x` (N, C, H, W): sum over outputs of the nonzero
+    inputs in their receptive field (zero padding adds none), times out-channels per group."""
+    if conv.padding_mode != "zeros":
+        raise FirecutError(f"cannot count {conv}: only zero padding is supported")
+    g = conv.groups
+    n, c, h, w = x.shape
+    nz = (x != 0).to(torch.float32).view(n, g, c // g, h, w).sum(2)  # (N, G, H, W)
+    ones = torch.ones(g, 1, *conv.kernel_size, device=x.device)
+    per_group = F.conv2d(nz, ones, stride=conv.stride, padding=conv.padding,
+                         dilation=conv.dilation, groups=g)  # (N, G, H', W')
+    return per_group.sum() * (conv.out_channels // g)
+
+
+def dense_macs_per_row(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:
+    """Multiply-accumulates of one row (one image, one step)."""
+    if isinstance(module, nn.Conv2d):
+        k = module.kernel_size[0] * module.kernel_size[1] * (module.in_channels // module.groups)
+        return int(y[0].numel() * k)  # outputs (C', H', W') x fan-in
+    return int(module.in_features * module.out_features)  # nn.Linear
+
+
+@dataclass
+class LayerCount:
+    name: str
+    type: str
+    input: str = ""  # spike | real | real-static (computed once per image)
+    ac: float = 0.0  # summed over images
+    mac: float = 0.0  # summed over images
+    nonzero: float = 0.0  # nonzero inputs (synapse layers) or spikes (neurons), summed
+    elements: float = 0.0  # inputs (synapse layers) or neuron-steps (neurons), summed
+    kinds: set = field(default_factory=set)
+
+
+class OpCounter:
+    """Forward hooks that count AC/MAC per layer while a model evaluates.
+
+    Use as a context manager around evaluation; call `begin_batch(B)` before each batch.
+    `timesteps` is T for a SpikingNet, 1 for a CNN (`spiking=False`: everything is MAC).
+    """
+
+    def __init__(self, model: nn.Module, timesteps: int = 1, spiking: bool = True):
+        self.model, self.T, self.spiking = model, timesteps, spiking
+        self.layers: dict[str, LayerCount] = {}
+        self.images = 0
+        self._batch = 0
+        self._hooks: list = []
+
+    def __enter__(self) -> OpCounter:
+        for name, m in self.model.named_modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                self.layers[name] = LayerCount(name, type(m).__name__)
+                self._hooks.append(m.register_forward_hook(self._synapse_hook(name)))
+            elif isinstance(m, LIF):
+                self.layers[name] = LayerCount(name, "LIF", input="")
+                self._hooks.append(m.register_forward_hook(self._neuron_hook(name)))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._hooks:
+            h.remove()
+        self._hooks.clear()
+
+    def begin_batch(self, batch_size: int) -> None:
+        self._batch = batch_size
+        self.images += batch_size
+
+    def _synapse_hook(self, name: str):
+        def hook(module, inputs, output):
+            x = inputs[0].detach()
+            rec = self.layers[name]
+            rows = x.shape[0]
+            rec.nonzero += float((x != 0).sum())
+            rec.elements += x.numel()
+            if self.spiking and is_spike_input(x):
+                kind = "spike"
+                if isinstance(module, nn.Conv2d):
+                    rec.ac += float(conv_accumulates(x, module))
+                else:
+                    rec.ac += float((x != 0).sum()) * module.out_features
+            else:
+                static = rows == self._batch or (
+                    self.spiking and rows == self.T * self._batch
+                    and bool((x.view(self.T, self._batch, *x.shape[1:]) == x[: self._batch]).all()))
+                kind = "real-static" if (static and self.spiking) else "real"
+                counted_rows = self._batch if static else rows
+                rec.mac += dense_macs_per_row(module, x, output) * counted_rows
+            rec.kinds.add(kind)
+        return hook
+
+    def _neuron_hook(self, name: str):
+        def hook(module, inputs, output):
+            rec = self.layers[name]
+            rec.nonzero += float((output != 0).sum())
+            rec.elements += output.numel()
+        return hook
+
+    # ---------------------------------------------------------------- results, per image
+    def report(self, energy: EnergyModel) -> dict:
+        if self.images == 0:
+            raise RuntimeError("OpCounter saw no images")
+        n = self.images
+        rows = []
+        for rec in self.layers.values():
+            is_neuron = rec.type == "LIF"
+            rows.append({
+                "name": rec.name,
+                "type": rec.type,
+                "input": "/".join(sorted(rec.kinds)) if not is_neuron else "",
+                "ac": rec.ac / n,
+                "mac": rec.mac / n,
+                "energy_mj": energy.energy_mj(rec.ac / n, rec.mac / n),
+                # neurons: spikes per neuron-step; synapse layers: share of nonzero inputs
+                "firing_rate" if is_neuron else "input_density":
+                    rec.nonzero / rec.elements if rec.elements else 0.0,
+            })
+        ac = sum(r["ac"] for r in rows)
+        mac = sum(r["mac"] for r in rows)
+        neurons = [rec for rec in self.layers.values() if rec.type == "LIF"]
+        steps = sum(rec.elements for rec in neurons)
+        return {
+            "ac": ac,
+            "mac": mac,
+            "energy_mj": energy.energy_mj(ac, mac),
+            "energy_preset": energy.name,
+            "e_ac_pj": energy.e_ac_pj,
+            "e_mac_pj": energy.e_mac_pj,
+            "firing_rate": (sum(rec.nonzero for rec in neurons) / steps) if steps else None,
+            "neuron_updates": steps / n,  # not in energy_mj (listed, not hidden)
+            "layers": rows,
+        }

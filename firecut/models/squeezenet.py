@@ -1,0 +1,132 @@
+"""SqueezeNet-1.1 for small images, with whole Fire modules that can be dropped.
+
+Channel plan (torchvision's SqueezeNet-1.1), for a 32x32 input:
+
+    stem    conv3x3(3 -> 64), stride 1          (N, 64, 32, 32)
+    pool1   maxpool 3x3 / 2, ceil               (N, 64, 16, 16)
+    fire2   squeeze 16, expand 64 + 64          (N, 128, 16, 16)
+    fire3   squeeze 16, expand 64 + 64          (N, 128, 16, 16)
+    pool2                                       (N, 128, 8, 8)
+    fire4   squeeze 32, expand 128 + 128        (N, 256, 8, 8)
+    fire5   squeeze 32, expand 128 + 128        (N, 256, 8, 8)
+    pool3                                       (N, 256, 4, 4)
+    fire6   squeeze 48, expand 192 + 192        (N, 384, 4, 4)
+    fire7   squeeze 48, expand 192 + 192        (N, 384, 4, 4)
+    fire8   squeeze 64, expand 256 + 256        (N, 512, 4, 4)
+    fire9   squeeze 64, expand 256 + 256        (N, 512, 4, 4)
+    classifier  dropout, conv1x1(512 -> K), global average pool   (N, K)
+
+Every conv has a bias and is followed by batch norm and the activation (the classifier has
+neither). Dropping a Fire module (DESIGN §2): it leaves the sequence, the pools stay where they
+were, and the next kept module's squeeze conv (or the classifier) takes the channels that now
+arrive. 64x64 inputs work unchanged (feature maps twice as large).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from firecut.activations import ActFactory, make_act
+from firecut.errors import FirecutError
+from firecut.models.registry import register_model
+
+
+@dataclass(frozen=True)
+class FireSpec:
+    name: str
+    squeeze: int  # channels
+    expand1x1: int  # channels
+    expand3x3: int  # channels
+
+
+STEM_CHANNELS = 64
+FIRE_PLAN: tuple[FireSpec, ...] = (
+    FireSpec("fire2", 16, 64, 64),
+    FireSpec("fire3", 16, 64, 64),
+    FireSpec("fire4", 32, 128, 128),
+    FireSpec("fire5", 32, 128, 128),
+    FireSpec("fire6", 48, 192, 192),
+    FireSpec("fire7", 48, 192, 192),
+    FireSpec("fire8", 64, 256, 256),
+    FireSpec("fire9", 64, 256, 256),
+)
+FIRE_NAMES: tuple[str, ...] = tuple(f.name for f in FIRE_PLAN)
+POOL_AFTER: tuple[str, ...] = ("stem", "fire3", "fire5")  # max-pools stay here whatever is dropped
+
+
+def conv_bn_act(c_in: int, c_out: int, k: int, act_layer: ActFactory) -> nn.Sequential:
+    """conv (with bias) -> batch norm -> activation; 'same' padding."""
+    return nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=True),
+        bn=nn.BatchNorm2d(c_out),
+        act=act_layer(c_out),
+    ))
+
+
+class Fire(nn.Module):
+    """squeeze 1x1 -> (expand 1x1 || expand 3x3), concatenated on channels."""
+
+    def __init__(self, c_in: int, spec: FireSpec, act_layer: ActFactory):
+        super().__init__()
+        self.squeeze = conv_bn_act(c_in, spec.squeeze, 1, act_layer)
+        self.expand1x1 = conv_bn_act(spec.squeeze, spec.expand1x1, 1, act_layer)
+        self.expand3x3 = conv_bn_act(spec.squeeze, spec.expand3x3, 3, act_layer)
+        self.out_channels = spec.expand1x1 + spec.expand3x3
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, H, W)
+        s = self.squeeze(x)  # (N, S, H, W)
+        return torch.cat([self.expand1x1(s), self.expand3x3(s)], 1)  # (N, E1 + E3, H, W)
+
+
+def check_keep(keep) -> tuple[str, ...]:
+    """Validates a keep list against fire2..fire9; returns it in network order."""
+    if keep is None:
+        return FIRE_NAMES
+    keep = list(keep)
+    unknown = [k for k in keep if k not in FIRE_NAMES]
+    if unknown:
+        raise FirecutError(f"unknown Fire module(s) {unknown}; SqueezeNet has {', '.join(FIRE_NAMES)}")
+    if len(set(keep)) != len(keep):
+        raise FirecutError(f"keep mask names a module twice: {keep}")
+    return tuple(n for n in FIRE_NAMES if n in keep)
+
+
+class SqueezeNet(nn.Module):
+    def __init__(self, num_classes: int, act_layer: ActFactory, keep=None, width: float = 1.0,
+                 dropout: float = 0.0, in_chans: int = 3):
+        super().__init__()
+        self.keep = check_keep(keep)
+        w = lambda c: max(1, int(round(c * width)))  # noqa: E731
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        layers["stem"] = conv_bn_act(in_chans, w(STEM_CHANNELS), 3, act_layer)
+        c = w(STEM_CHANNELS)
+        for name in ("stem",) + FIRE_NAMES:
+            if name != "stem" and name in self.keep:
+                spec = next(f for f in FIRE_PLAN if f.name == name)
+                spec = FireSpec(name, w(spec.squeeze), w(spec.expand1x1), w(spec.expand3x3))
+                layers[name] = Fire(c, spec, act_layer)
+                c = layers[name].out_channels
+            if name in POOL_AFTER:
+                layers[f"pool{POOL_AFTER.index(name) + 1}"] = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.features = nn.Sequential(layers)
+        self.classifier = nn.Sequential(OrderedDict(
+            drop=nn.Dropout(dropout),
+            conv=nn.Conv2d(c, num_classes, 1, bias=True),
+        ))
+        self.pool = nn.AdaptiveAvgPool2d(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, 3, H, W)
+        x = self.features(x)  # (N, C, H/8, W/8)
+        x = self.classifier(x)  # (N, K, H/8, W/8)
+        return self.pool(x).flatten(1)  # (N, K)
+
+
+@register_model
+def squeezenet(num_classes: int, act_layer: ActFactory | None = None, keep=None,
+               width: float = 1.0, dropout: float = 0.0) -> SqueezeNet:
+    """SqueezeNet-1.1 (3x3 stem of 64, BN, Fire modules fire2..fire9, 1x1-conv classifier)."""
+    return SqueezeNet(num_classes, act_layer or make_act("relu"), keep, width, dropout)

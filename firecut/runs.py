@@ -1,0 +1,122 @@
+"""Run folders: config snapshot, command, environment, metrics log, summary; resumable.
+
+    DIR/config.yaml    the full RunConfig (re-running with other settings is refused)
+    DIR/command.txt    the command line
+    DIR/env.json       python, torch, device, firecut version
+    DIR/metrics.csv    one row per finished epoch
+    DIR/last.pt        written atomically after every epoch (resume point)
+    DIR/best.pt        the epoch with the best test accuracy
+    DIR/summary.json   written atomically, last: its presence means the run is complete
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+import firecut
+from firecut.config import RunConfig, save_yaml
+from firecut.errors import FirecutError
+
+IGNORED_ON_RESUME = {("train", "device")}  # may change between a run and its resumption
+
+
+def _comparable(d: dict[str, Any]) -> dict[str, Any]:
+    return {s: {k: v for k, v in sec.items() if (s, k) not in IGNORED_ON_RESUME}
+            for s, sec in d.items()}
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+class RunFolder:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def complete(self) -> bool:
+        return self.file("summary.json").is_file()
+
+    def open(self, cfg: RunConfig, restart: bool = False) -> str:
+        """Prepares the folder; returns 'new', 'resume' (last.pt present) or 'done'."""
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            probe = self.path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise FirecutError(f"cannot write to --out {self.path} ({e.strerror or e}); "
+                               "choose a writable folder") from None
+        cfg_file = self.file("config.yaml")
+        if cfg_file.is_file() and not restart:
+            old = yaml.safe_load(cfg_file.read_text()) or {}
+            if _comparable(old) != _comparable(cfg.to_dict()):
+                diff = [f"{s}.{k}" for s, sec in _comparable(cfg.to_dict()).items()
+                        for k, v in sec.items() if old.get(s, {}).get(k) != v]
+                raise FirecutError(f"{self.path} holds a run with different settings "
+                                   f"({', '.join(diff) or 'config'}); use another --out, "
+                                   "or --restart to replace it")
+            if self.complete:
+                return "done"
+            if self.file("last.pt").is_file():
+                return "resume"
+        if restart:
+            for name in ("summary.json", "metrics.csv", "last.pt", "best.pt"):
+                if self.file(name).exists():
+                    self.file(name).unlink()
+        save_yaml(cfg, cfg_file)
+        self.file("command.txt").write_text(" ".join(["firecut"] + sys.argv[1:]) + "\n")
+        self.file("env.json").write_text(json.dumps(environment(), indent=2) + "\n")
+        if self.file("metrics.csv").exists():
+            self.file("metrics.csv").unlink()
+        return "new"
+
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        f = self.file("metrics.csv")
+        new = not f.exists()
+        with f.open("a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(row))
+            if new:
+                w.writeheader()
+            w.writerow(row)
+
+    def truncate_log(self, epochs: int) -> None:
+        """Keeps the first `epochs` rows (an epoch logged after the last checkpoint is redone)."""
+        f = self.file("metrics.csv")
+        if not f.exists():
+            return
+        rows = list(csv.DictReader(f.open()))
+        if len(rows) > epochs:
+            f.unlink()
+            for r in rows[:epochs]:
+                self.log_epoch(r)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        atomic_write_text(self.file("summary.json"), json.dumps(summary, indent=2) + "\n")
+
+    def read_summary(self) -> dict[str, Any]:
+        return json.loads(self.file("summary.json").read_text())
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    env = {"firecut": firecut.__version__, "python": platform.python_version(),
+           "torch": torch.__version__, "platform": platform.platform(),
+           "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()}
+    if torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    return env

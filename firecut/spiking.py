@@ -1,0 +1,390 @@
+"""Spiking neurons and CNN -> SNN conversion.
+
+Multi-step execution (DESIGN §2): a batch of B images runs as T*B rows (t-major: row t*B + b)
+through stateless layers (conv, BN, pooling); an LIF layer views its input as (T, B, ...) and runs
+the recurrence over T. Direct encoding: the image is the input at every step, so the layers before
+the first neuron see the same input at every step; with `encode_once` they run on B rows and the
+first neuron broadcasts its input over T. Readout: the classifier output averaged over T.
+No neuron state outlives a forward call.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from firecut.activations import CONVERTIBLE, ClipQuant
+from firecut.errors import FirecutError
+
+# --------------------------------------------------------------------------------------------
+# Surrogate gradients: Heaviside forward (strictly > 0), smooth backward. Same maths as
+# snntorch.surrogate (atan, fast_sigmoid, sigmoid) and the same default parameters.
+
+
+class _ATan(torch.autograd.Function):
+    """dS/dU = (alpha/2) / (1 + (pi/2 * alpha * U)^2)"""
+
+    @staticmethod
+    def forward(ctx, u, alpha):
+        ctx.save_for_backward(u)
+        ctx.alpha = alpha
+        return (u > 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (u,) = ctx.saved_tensors
+        a = ctx.alpha
+        return grad * (a / 2 / (1 + (math.pi / 2 * a * u).pow(2))), None
+
+
+class _FastSigmoid(torch.autograd.Function):
+    """dS/dU = 1 / (slope * |U| + 1)^2"""
+
+    @staticmethod
+    def forward(ctx, u, slope):
+        ctx.save_for_backward(u)
+        ctx.slope = slope
+        return (u > 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (u,) = ctx.saved_tensors
+        return grad / (ctx.slope * u.abs() + 1.0).pow(2), None
+
+
+class _Sigmoid(torch.autograd.Function):
+    """dS/dU = k exp(-k U) / (exp(-k U) + 1)^2 = k sig(k U) sig(-k U), k = slope"""
+
+    @staticmethod
+    def forward(ctx, u, slope):
+        ctx.save_for_backward(u)
+        ctx.slope = slope
+        return (u > 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (u,) = ctx.saved_tensors
+        k = ctx.slope
+        return grad * k * torch.sigmoid(k * u) * torch.sigmoid(-k * u), None  # no overflow
+
+
+# Derivatives dS/dU of the same three, for the fused neuron's backward. Each writes into `out`
+# (a fresh buffer) with in-place ops: on CPU a new full-size tensor per op costs more than the op.
+def _d_atan(u: torch.Tensor, a: float, out: torch.Tensor) -> torch.Tensor:
+    torch.mul(u, math.pi / 2 * a, out=out)
+    return out.square_().add_(1.0).reciprocal_().mul_(a / 2)
+
+
+def _d_fast_sigmoid(u: torch.Tensor, k: float, out: torch.Tensor) -> torch.Tensor:
+    torch.abs(u, out=out)
+    return out.mul_(k).add_(1.0).square_().reciprocal_()
+
+
+def _d_sigmoid(u: torch.Tensor, k: float, out: torch.Tensor) -> torch.Tensor:
+    """k sig(ku) sig(-ku): snntorch's k e^{-ku} / (e^{-ku} + 1)^2, with no overflow and no
+    cancellation in either tail."""
+    other = torch.mul(u, -k).sigmoid_()
+    return torch.mul(u, k, out=out).sigmoid_().mul_(other).mul_(k)
+
+
+# name -> (autograd function, derivative, default parameter)
+SURROGATES: dict[str, tuple[type[torch.autograd.Function], Callable, float]] = {
+    "atan": (_ATan, _d_atan, 2.0),  # alpha
+    "fast_sigmoid": (_FastSigmoid, _d_fast_sigmoid, 25.0),  # slope
+    "sigmoid": (_Sigmoid, _d_sigmoid, 25.0),  # slope
+}
+
+
+def _surrogate_entry(name: str, param: float | None):
+    if name not in SURROGATES:
+        raise FirecutError(f"unknown surrogate '{name}'; choose one of: {', '.join(SURROGATES)}")
+    fn, deriv, default = SURROGATES[name]
+    return fn, deriv, default if param is None else float(param)
+
+
+def surrogate(name: str, param: float | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
+    fn, _, p = _surrogate_entry(name, param)
+    return lambda u: fn.apply(u, p)
+
+
+# --------------------------------------------------------------------------------------------
+# The multi-step recurrence: a readable reference loop (autograd through every step) and a fused
+# autograd.Function (one forward loop without graph, one hand-written backward) that equals it.
+
+
+def lif_reference(xs: torch.Tensor, thr: torch.Tensor, beta: float, v_init: float,
+                  spike: Callable, scale_output: bool) -> torch.Tensor:
+    """xs (T, B, C, ...) -> spikes (T, B, C, ...); thr broadcasts over one step."""
+    mem = (v_init * thr).expand_as(xs[0]).to(xs.dtype)
+    spk = torch.zeros_like(xs[0])
+    out = []
+    for t in range(xs.shape[0]):
+        mem = beta * mem + xs[t] - spk.detach() * thr
+        spk = spike(mem - thr)
+        out.append(spk)
+    s = torch.stack(out)
+    return s * thr if scale_output else s
+
+
+class _FusedLIF(torch.autograd.Function):
+    """Forward: the recurrence of `lif_reference`, saving only U[t] - thr. Backward, with
+    g_t = dL/dout_t, sigma' the surrogate derivative and S[t] = H(U[t] - thr):
+
+        dU_t   = g_t * (thr if scale else 1) * sigma'(U[t] - thr)
+        dM_t   = dU_t + beta * dM_{t+1}             (dM_T = 0; the reset S[t-1] is detached)
+        dX_t   = dM_t                               (broadcast input: dX = sum_t dM_t)
+        dthr   = sum_t [g_t S[t] (scale)  - dU_t  - dM_t S[t-1]]  +  v_init * beta * dM_0
+    """
+
+    @staticmethod
+    def forward(ctx, x, thr, T, broadcast, beta, v_init, deriv, param, scale_output):
+        steps = x.shape[0] if not broadcast else T
+        step_shape = x.shape if broadcast else x.shape[1:]
+        xf = x.float()
+        thr_f = thr.float()
+        U = torch.empty((steps, *step_shape), dtype=torch.float32, device=x.device)  # U - thr
+        mem = (v_init * thr_f).expand(step_shape).clone()
+        s = None
+        for t in range(steps):
+            if beta != 1.0:
+                mem.mul_(beta)
+            mem.add_(xf if broadcast else xf[t])
+            if s is not None:
+                mem.addcmul_(s, thr_f, value=-1.0)  # subtract reset
+            torch.sub(mem, thr_f, out=U[t])
+            s = (U[t] > 0).float()
+        ctx.save_for_backward(U, thr)
+        ctx.cfg = (broadcast, beta, v_init, deriv, param, scale_output)
+        ctx.x_dtype = x.dtype
+        S = (U > 0).to(x.dtype)
+        return S.mul_(thr.to(x.dtype)) if scale_output else S
+
+    @staticmethod
+    def backward(ctx, g):
+        U, thr = ctx.saved_tensors
+        broadcast, beta, v_init, deriv, param, scale_output = ctx.cfg
+        thr_f = thr.float()
+        dM = deriv(U, param, torch.empty_like(U))  # sigma'(U - thr)
+        dM.mul_(g)
+        if scale_output:
+            dM.mul_(thr_f)  # now dU_t
+        need_thr = ctx.needs_input_grad[1]
+        dthr = -dM.sum(0) if need_thr else None  # - sum_t dU_t, (B, C, ...)
+        for t in range(dM.shape[0] - 2, -1, -1):  # dM_t = dU_t + beta dM_{t+1}, in place
+            dM[t].add_(dM[t + 1], alpha=beta)
+        if need_thr:
+            S = (U > 0).float()  # (T, B, C, ...)
+            for t in range(1, dM.shape[0]):
+                dthr.addcmul_(S[t - 1], dM[t], value=-1.0)  # - dM_t S[t-1]
+            dthr.add_(dM[0], alpha=v_init * beta)
+            if scale_output:
+                for t in range(dM.shape[0]):
+                    dthr.addcmul_(S[t], g[t].float())  # g_t S[t]
+            dthr = dthr.sum_to_size(thr.shape).to(thr.dtype)
+        dx = dM.sum(0) if broadcast else dM
+        return dx.to(ctx.x_dtype), dthr, *([None] * 7)
+
+
+# --------------------------------------------------------------------------------------------
+# The neuron
+
+
+class LIF(nn.Module):
+    """Multi-step leaky integrate-and-fire neuron, snntorch `Leaky` maths (subtract reset).
+
+    Input (T*B, C, ...) viewed as (T, B, C, ...), or (B, C, ...) broadcast over T when
+    `broadcast_input` (the encoding neuron). Per step t, with U[-1] = v_init * thr, S[-1] = 0:
+
+        U[t] = clamp(beta, 0, 1) * U[t-1] + X[t] - S[t-1] * thr   (S[t-1] detached: snntorch's reset)
+        S[t] = H(U[t] - thr)                                      (surrogate gradient backward)
+
+    Output S (binary), or S * thr when `scale_output`: a per-channel constant that the next layer
+    can fold into its weights, so the counter still sees spikes ({0, c} per channel).
+    `thr` is one value per channel (learnable if `learn_threshold`), or a scalar without `channels`.
+    """
+
+    def __init__(self, channels: int | None = None, beta: float = 1.0, threshold: float = 1.0,
+                 learn_threshold: bool = False, surrogate_name: str = "atan",
+                 surrogate_param: float | None = None, v_init: float = 0.0,
+                 scale_output: bool = False, timesteps: int = 1, broadcast_input: bool = False,
+                 fused: bool = True):
+        super().__init__()
+        self.fused = fused
+        shape = (channels,) if channels else ()
+        thr = torch.full(shape, float(threshold))
+        if learn_threshold:
+            self.threshold = nn.Parameter(thr)
+        else:
+            self.register_buffer("threshold", thr)
+        self.register_buffer("beta", torch.tensor(float(beta)))
+        self.surrogate_name, self.surrogate_param = surrogate_name, surrogate_param
+        self.spike = surrogate(surrogate_name, surrogate_param)
+        self.v_init = v_init
+        self.scale_output = scale_output
+        self.timesteps = timesteps
+        self.broadcast_input = broadcast_input
+
+    def _thr(self, x: torch.Tensor) -> torch.Tensor:
+        """Threshold shaped to broadcast over one step's (B, C, ...) tensor."""
+        thr = self.threshold.clamp_min(1e-4)
+        if thr.dim() == 0:
+            return thr
+        return thr.view(1, -1, *([1] * (x.dim() - 2)))  # (1, C, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        T = self.timesteps
+        if not self.broadcast_input and x.shape[0] % T:
+            raise RuntimeError(f"LIF got {x.shape[0]} rows, not a multiple of T={T}")
+        step = x if self.broadcast_input else x[: x.shape[0] // T]
+        thr = self._thr(step)  # (1, C, 1, 1) or scalar
+        beta = float(self.beta.clamp(0, 1))
+        if self.fused:
+            xs = x if self.broadcast_input else x.view(T, -1, *x.shape[1:])
+            _, deriv, p = _surrogate_entry(self.surrogate_name, self.surrogate_param)
+            s = _FusedLIF.apply(xs, thr, T, self.broadcast_input, beta, self.v_init, deriv, p,
+                                self.scale_output)
+        else:
+            xs = (x.unsqueeze(0).expand(T, *x.shape) if self.broadcast_input
+                  else x.view(T, -1, *x.shape[1:]))  # (T, B, C, ...)
+            s = lif_reference(xs, thr, beta, self.v_init, self.spike, self.scale_output)
+        return s.flatten(0, 1)  # (T*B, C, ...)
+
+    def extra_repr(self) -> str:
+        return (f"channels={self.threshold.numel()}, beta={float(self.beta):.3g}, "
+                f"surrogate={self.surrogate_name}, v_init={self.v_init}, T={self.timesteps}"
+                + (", broadcast_input" if self.broadcast_input else ""))
+
+
+class SpikingNet(nn.Module):
+    """Runs a converted network for T steps on a static image; returns the mean readout.
+
+    forward: (B, C, H, W) -> (T*B rows inside) -> (B, K) = mean over T of the classifier output.
+    """
+
+    def __init__(self, net: nn.Module, timesteps: int):
+        super().__init__()
+        self.net = net
+        self.set_timesteps(timesteps)
+
+    def neurons(self) -> list[LIF]:
+        return [m for m in self.net.modules() if isinstance(m, LIF)]
+
+    @property
+    def encode_once(self) -> bool:
+        return any(n.broadcast_input for n in self.neurons())
+
+    def set_timesteps(self, timesteps: int) -> None:
+        if timesteps < 1:
+            raise FirecutError("--timesteps must be >= 1")
+        self.timesteps = timesteps
+        for n in self.neurons():
+            n.timesteps = timesteps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        T = self.timesteps
+        if not self.encode_once:
+            x = x.repeat(T, *([1] * (x.dim() - 1)))  # (T*B, C, H, W), t-major
+        y = self.net(x)  # (T*B, K)
+        return y.view(T, -1, *y.shape[1:]).mean(0)  # (B, K)
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion
+
+
+def trace_activations(model: nn.Module, example: torch.Tensor) -> list[tuple[str, int]]:
+    """(name, channels) of each convertible activation, in execution order."""
+    found: list[tuple[str, int]] = []
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, CONVERTIBLE):
+            hooks.append(m.register_forward_hook(
+                lambda mod, inp, out, name=name: found.append((name, inp[0].shape[1]))))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(example)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    seen: dict[str, int] = {}
+    for name, c in found:
+        if seen.setdefault(name, c) != c:
+            raise FirecutError(f"activation '{name}' is used for inputs of different widths; "
+                               "give each use its own module before converting")
+    return list(seen.items())
+
+
+@torch.no_grad()
+def balance_thresholds(model: nn.Module, batches: Iterable[torch.Tensor],
+                       percentile: float = 99.9, max_samples: int = 1_000_000) -> dict[str, float]:
+    """Per-layer threshold = the `percentile` of that activation's outputs on training batches.
+
+    A ClipQuant layer's threshold is its learned clip theta (no statistics needed).
+    """
+    values: dict[str, list[torch.Tensor]] = {}
+    hooks = []
+    for name, m in model.named_modules():
+        if isinstance(m, CONVERTIBLE) and not isinstance(m, ClipQuant):
+            def hook(mod, inp, out, name=name):
+                v = out.detach().flatten().float()
+                if v.numel() > max_samples:
+                    idx = torch.randint(v.numel(), (max_samples,), device=v.device)
+                    v = v[idx]
+                values.setdefault(name, []).append(v.cpu())
+            hooks.append(m.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    thresholds = {}
+    for name, m in model.named_modules():
+        if isinstance(m, ClipQuant):
+            thresholds[name] = float(m.theta.detach().abs().clamp_min(1e-3))
+        elif name in values:
+            v = torch.cat(values[name])
+            if v.numel() > 16_000_000:  # torch.quantile's limit
+                v = v[torch.randperm(v.numel())[:16_000_000]]
+            thresholds[name] = max(float(torch.quantile(v, percentile / 100.0)), 1e-3)
+    return thresholds
+
+
+def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def convert(model: nn.Module, example: torch.Tensor, timesteps: int, *, beta: float = 1.0,
+            thresholds: dict[str, float] | None = None, default_threshold: float = 1.0,
+            learn_threshold: bool = True, surrogate_name: str = "atan",
+            surrogate_param: float | None = None, v_init: float = 0.5, scale_output: bool = True,
+            encode_once: bool = True) -> SpikingNet:
+    """Swaps every activation of `model` (in place) for an LIF neuron; keeps all weights.
+
+    Thresholds come from `thresholds` (balancing) or `default_threshold`; with `scale_output`
+    the spike amplitude is the threshold, so a converted layer passes on what the CNN's
+    activation did, in rate. `example` is a (B, C, H, W) input used to trace layer widths.
+    """
+    acts = trace_activations(model, example)
+    if not acts:
+        raise FirecutError("the model has no activation the converter knows "
+                           f"({', '.join(c.__name__ for c in CONVERTIBLE)})")
+    for i, (name, channels) in enumerate(acts):
+        thr = (thresholds or {}).get(name, default_threshold)
+        neuron = LIF(channels, beta=beta, threshold=thr, learn_threshold=learn_threshold,
+                     surrogate_name=surrogate_name, surrogate_param=surrogate_param,
+                     v_init=v_init, scale_output=scale_output, timesteps=timesteps,
+                     broadcast_input=encode_once and i == 0)
+        _set_module(model, name, neuron)
+    return SpikingNet(model, timesteps)

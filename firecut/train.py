@@ -1,0 +1,396 @@
+"""fit / evaluate: one CNN or SNN trained, evaluated (acc, macro F1) and energy-counted.
+
+The CNN -> SNN pipeline: `spiking.init` names a trained CNN checkpoint; its weights are kept,
+thresholds are balanced on training batches (ClipQuant: its learned clip), the activations become
+LIF neurons, and the SNN is fine-tuned with surrogate gradients. Without `init` the SNN trains
+from scratch. Each epoch ends with a test pass and an atomic last.pt; the last epoch's test pass
+also counts AC/MAC, and summary.json is written last.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import firecut
+from firecut.checkpoint import (configs_of, load_checkpoint, make_checkpoint,
+                                model_from_checkpoint, save_checkpoint)
+from firecut.config import RunConfig
+from firecut.data import DeviceLoader, ImageData, dataset_name, load_data
+from firecut.energy import EnergyModel, OpCounter
+from firecut.errors import FirecutError
+from firecut.network import build_network, count_params, to_spiking
+from firecut.runs import RunFolder
+from firecut.spiking import SpikingNet, balance_thresholds
+
+# ------------------------------------------------------------------------------ metrics
+
+
+def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(K, K) counts, rows = true class, columns = predicted class."""
+    idx = target.long() * num_classes + pred.long()
+    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def macro_f1(cm: torch.Tensor) -> float:
+    """Mean over classes present in targets or predictions of F1 = 2 TP / (2 TP + FP + FN)."""
+    tp = cm.diag().double()
+    fp = cm.sum(0).double() - tp
+    fn = cm.sum(1).double() - tp
+    present = (cm.sum(0) + cm.sum(1)) > 0
+    f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)
+    return float(f1[present].mean()) if present.any() else 0.0
+
+
+# ------------------------------------------------------------------------------ devices
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise FirecutError("--device cuda was asked for, but torch sees no CUDA device; "
+                           "use --device cpu or auto")
+    return torch.device(name)
+
+
+def autocast(device: torch.device, amp: bool):
+    if device.type == "cuda" and amp:
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+# ------------------------------------------------------------------------------ evaluation
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, *,
+             energy: EnergyModel | None = None, amp: bool = True) -> dict[str, Any]:
+    """Test-set accuracy, macro F1, mean loss; with `energy`, AC/MAC/energy per image too."""
+    model.eval()
+    device = loader.x.device
+    spiking = isinstance(model, SpikingNet)
+    counter = OpCounter(model, model.timesteps if spiking else 1, spiking) if energy else None
+    cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
+    loss_sum, n = torch.zeros((), device=device), 0
+    with counter if counter else nullcontext(), autocast(device, amp):
+        for x, y in loader:
+            if counter:
+                counter.begin_batch(len(x))
+            logits = model(x).float()
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            cm += confusion(logits.argmax(1), y, num_classes)
+            n += len(y)
+    out = {"acc": float(cm.diag().sum()) / max(n, 1), "f1": macro_f1(cm),
+           "loss": float(loss_sum) / max(n, 1), "test_images": n}
+    if counter:
+        out.update(counter.report(energy))
+    return out
+
+
+# ------------------------------------------------------------------------------ training parts
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """Weight decay on conv/linear weights only; BN, biases, thresholds and clips are exempt."""
+    t = cfg.train
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    rest = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": t.weight_decay},
+              {"params": rest, "weight_decay": 0.0}]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=t.lr)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, steps_per_epoch: int, cfg: RunConfig):
+    """lr(step) = peak * step/warmup during warm-up, then peak * (1 + cos(pi * progress)) / 2."""
+    total = max(1, cfg.train.epochs * steps_per_epoch)
+    warmup = int(cfg.train.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+class Progress:
+    """A rich progress bar on stderr (images/s, loss); plain lines when stderr is no terminal."""
+
+    def __init__(self, enabled: bool = True):
+        from rich.console import Console
+
+        self.console = Console(stderr=True)
+        self.enabled = enabled and self.console.is_terminal
+
+    def log(self, msg: str) -> None:
+        self.console.print(msg, highlight=False)
+
+    def bar(self, description: str, total: int):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        if not self.enabled:
+            return _NoBar()
+        p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                     console=self.console, transient=True)
+        p.start()
+        p.add_task(description, total=total, info="")
+        return _Bar(p)
+
+
+class _Bar:
+    def __init__(self, p):
+        self.p = p
+
+    def update(self, info: str) -> None:
+        self.p.update(self.p.task_ids[0], advance=1, info=info)
+
+    def close(self) -> None:
+        self.p.stop()
+
+
+class _NoBar:
+    def update(self, info: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def train_epoch(model, loader, opt, sched, cfg: RunConfig, bar) -> dict[str, float]:
+    model.train()
+    device = loader.x.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    n, t0 = 0, time.perf_counter()
+    for i, (x, y) in enumerate(loader):
+        with autocast(device, cfg.train.amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.train.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        n += len(y)
+        if i % 10 == 0 or i == len(loader) - 1:  # .item() syncs: only when the bar shows it
+            bar.update(f"loss {float(loss_sum) / n:.3f}  {n / (time.perf_counter() - t0):.0f} img/s")
+        else:
+            bar.update("")
+    seconds = time.perf_counter() - t0
+    return {"train_loss": float(loss_sum) / max(n, 1), "train_acc": float(correct) / max(n, 1),
+            "seconds": seconds, "img_s": n / seconds if seconds else 0.0}
+
+
+# ------------------------------------------------------------------------------ fit
+
+
+def _seed(seed: int) -> None:
+    torch.manual_seed(seed)
+
+
+def _init_from_cnn(cfg: RunConfig, data: ImageData, device: torch.device, progress: Progress):
+    """Loads the CNN of `spiking.init`, balances thresholds on training batches, converts it."""
+    ckpt = load_checkpoint(cfg.spiking.init)
+    mc, sc = configs_of(ckpt)
+    if sc.enabled:
+        raise FirecutError(f"--init {cfg.spiking.init} is already a spiking net; "
+                           "give the checkpoint of a CNN")
+    if ckpt["arch"]["num_classes"] != data.num_classes or ckpt["arch"]["image_size"] != data.image_size:
+        raise FirecutError(
+            f"--init {cfg.spiking.init} was trained for {ckpt['arch']['num_classes']} classes at "
+            f"{ckpt['arch']['image_size']}px, but the dataset has {data.num_classes} at "
+            f"{data.image_size}px; give a CNN trained on this dataset")
+    if mc.name != cfg.model.name:
+        raise FirecutError(f"--init {cfg.spiking.init} is a '{mc.name}', not a '{cfg.model.name}'; "
+                           f"pass --model {mc.name}")
+    cnn = model_from_checkpoint(ckpt).to(device)
+    mean, std = ckpt["norm"]["mean"], ckpt["norm"]["std"]
+    loader = DeviceLoader(data.x_train, data.y_train, cfg.train.batch_size, mean, std, device,
+                          train=True, augment=False, seed=cfg.train.seed)
+    batches = (x for _, (x, _) in zip(range(cfg.spiking.balance_batches), loader, strict=False))
+    thresholds = balance_thresholds(cnn, batches, cfg.spiking.percentile)
+    progress.log(f"converted {cfg.spiking.init}: {len(thresholds)} activations -> LIF, thresholds "
+                 f"{min(thresholds.values()):.2f}..{max(thresholds.values()):.2f}")
+    return mc, to_spiking(cnn, cfg.spiking, data.image_size, thresholds), (mean, std)
+
+
+def fit(cfg: RunConfig, out: str, restart: bool = False, show_progress: bool = True) -> dict[str, Any]:
+    """Trains per `cfg` into run folder `out`; resumes from its last.pt; returns the summary."""
+    run = RunFolder(out)
+    state = run.open(cfg, restart)
+    progress = Progress(show_progress)
+    if state == "done":
+        progress.log(f"{out} is already complete; showing its summary (--restart to train again)")
+        return run.read_summary()
+    _seed(cfg.train.seed)
+    device = resolve_device(cfg.train.device)
+    data = load_data(cfg.data.dataset, cfg.data.root, cfg.data.train_subset, cfg.data.test_subset,
+                     cfg.train.seed)
+    mc = cfg.model
+    if state == "resume":
+        ckpt = load_checkpoint(run.file("last.pt"))
+        mc, _ = configs_of(ckpt)
+        model = model_from_checkpoint(ckpt).to(device)
+        mean, std = ckpt["norm"]["mean"], ckpt["norm"]["std"]
+    elif cfg.spiking.enabled and cfg.spiking.init:
+        mc, model, (mean, std) = _init_from_cnn(cfg, data, device, progress)
+    else:
+        model = build_network(mc, cfg.spiking, data.num_classes, data.image_size).to(device)
+        mean, std = data.norm()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+
+    train_loader = DeviceLoader(data.x_train, data.y_train, cfg.train.batch_size, mean, std,
+                                device, train=True, augment=cfg.data.augment, seed=cfg.train.seed,
+                                channels_last=device.type == "cuda")
+    test_loader = DeviceLoader(data.x_test, data.y_test, cfg.train.eval_batch_size, mean, std,
+                               device, channels_last=device.type == "cuda")
+    if len(train_loader) == 0:
+        raise FirecutError(f"{len(data.x_train)} training images is fewer than one batch of "
+                           f"{cfg.train.batch_size}; lower --batch-size")
+    opt = make_optimizer(model, cfg)
+    sched = make_scheduler(opt, len(train_loader), cfg)
+    start, best_acc, best_epoch, train_seconds = 0, -1.0, 0, 0.0
+    if state == "resume":
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        start, best_acc, best_epoch = ckpt["epoch"], ckpt["best_acc"], ckpt["best_epoch"]
+        train_seconds = ckpt.get("train_seconds", 0.0)
+        run.truncate_log(start)
+        progress.log(f"resuming {out} after epoch {start}/{cfg.train.epochs}")
+
+    energy = EnergyModel.from_config(cfg.energy.preset, cfg.energy.e_ac_pj, cfg.energy.e_mac_pj)
+    meta = dict(classes=data.classes, image_size=data.image_size,
+                dataset=dataset_name(cfg.data.dataset), mean=mean, std=std)
+    mode = cfg.mode()
+    T = cfg.spiking.timesteps if cfg.spiking.enabled else 1
+    progress.log(f"{mode} {mc.name} on {meta['dataset']}: {len(data.x_train)} train / "
+                 f"{len(data.x_test)} test images, {count_params(model):,} params, "
+                 f"{'T=' + str(T) + ', ' if cfg.spiking.enabled else ''}{device}")
+    metrics: dict[str, Any] = {}
+    for epoch in range(start, cfg.train.epochs):
+        train_loader.epoch = epoch
+        bar = progress.bar(f"epoch {epoch + 1}/{cfg.train.epochs}", len(train_loader))
+        try:
+            tr = train_epoch(model, train_loader, opt, sched, cfg, bar)
+        finally:
+            bar.close()
+        train_seconds += tr["seconds"]
+        last = epoch == cfg.train.epochs - 1
+        metrics = evaluate(model, test_loader, data.num_classes,
+                           energy=energy if last else None, amp=cfg.train.amp)
+        if not math.isfinite(tr["train_loss"]):
+            raise FirecutError(f"training diverged at epoch {epoch + 1} (loss {tr['train_loss']}); "
+                               "lower --lr")
+        row = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in tr.items()},
+               "test_acc": round(metrics["acc"], 6), "test_f1": round(metrics["f1"], 6),
+               "test_loss": round(metrics["loss"], 6), "lr": opt.param_groups[0]["lr"]}
+        progress.log(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {tr['train_loss']:.3f}  "
+                     f"train acc {tr['train_acc']:.3f}  test acc {metrics['acc']:.3f}  "
+                     f"f1 {metrics['f1']:.3f}  {tr['img_s']:.0f} img/s  {tr['seconds']:.0f}s")
+        improved = metrics["acc"] > best_acc
+        if improved:
+            best_acc, best_epoch = metrics["acc"], epoch + 1
+        epoch_metrics = {k: metrics[k] for k in ("acc", "f1", "loss")}
+        ckpt = make_checkpoint(model, mc, cfg.spiking, metrics=epoch_metrics, epoch=epoch + 1,
+                               best_acc=best_acc, best_epoch=best_epoch, config=cfg.to_dict(),
+                               optimizer=opt.state_dict(), scheduler=sched.state_dict(),
+                               train_seconds=train_seconds, train_images=len(data.x_train),
+                               **meta)
+        if improved:
+            save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler")},
+                            run.file("best.pt"))
+        save_checkpoint(ckpt, run.file("last.pt"))
+        run.log_epoch(row)
+
+    if "ac" not in metrics:  # --epochs 0, or resumed after the last checkpoint: count now
+        metrics = evaluate(model, test_loader, data.num_classes, energy=energy, amp=cfg.train.amp)
+        if cfg.train.epochs == 0:  # the converted net, as it is
+            best_acc = metrics["acc"]
+            ckpt = make_checkpoint(model, mc, cfg.spiking, epoch=0,
+                                   metrics={k: metrics[k] for k in ("acc", "f1", "loss")}, best_acc=best_acc, best_epoch=0, config=cfg.to_dict(),
+                                   train_images=len(data.x_train), **meta)
+            save_checkpoint(ckpt, run.file("best.pt"))
+    summary = summarise(model, metrics, mc=mc, cfg_spiking=cfg.spiking, dataset=meta["dataset"],
+                        train_images=len(data.x_train), epochs=cfg.train.epochs)
+    summary.update({"mode": mode, "init": cfg.spiking.init, "best_acc": best_acc,
+                    "best_epoch": best_epoch, "train_seconds": round(train_seconds, 1),
+                    "seed": cfg.train.seed, "device": str(device)})
+    run.write_summary(summary)
+    return summary
+
+
+def summarise(model: nn.Module, metrics: dict[str, Any], *, mc, cfg_spiking, dataset: str,
+              train_images: int | None, epochs: int | None) -> dict[str, Any]:
+    """The summary.json layout shared by `train` and `evaluate` (acc/f1 in 0..1, per image)."""
+    spiking = isinstance(model, SpikingNet)
+    return {
+        "model": mc.name,
+        "dataset": dataset,
+        "spiking": spiking,
+        "timesteps": model.timesteps if spiking else 1,
+        "epochs": epochs,
+        "train_images": train_images,
+        "test_images": metrics["test_images"],
+        "acc": metrics["acc"],
+        "f1": metrics["f1"],
+        "ac": metrics["ac"],
+        "mac": metrics["mac"],
+        "params": count_params(model),
+        "energy_mj": metrics["energy_mj"],
+        "firing_rate": metrics["firing_rate"],
+        "neuron_updates": metrics["neuron_updates"],
+        "energy_preset": metrics["energy_preset"],
+        "e_ac_pj": metrics["e_ac_pj"],
+        "e_mac_pj": metrics["e_mac_pj"],
+        "test_loss": metrics["loss"],
+        "act": mc.act,
+        "keep": list(model_keep(model)),
+        "neuron": {k: v for k, v in asdict(cfg_spiking).items()
+                   if k in ("beta", "surrogate", "v_init", "learn_threshold")} if spiking else None,
+        "firecut_version": firecut.__version__,
+        "layers": metrics["layers"],
+    }
+
+
+def model_keep(model: nn.Module) -> tuple[str, ...]:
+    net = model.net if isinstance(model, SpikingNet) else model
+    return tuple(getattr(net, "keep", ()))
+
+
+def evaluate_checkpoint(path: str, dataset: str, root: str, *, timesteps: int | None = None,
+                        test_subset: int | None = None, batch_size: int = 256,
+                        device: str = "auto", energy: EnergyModel | None = None) -> dict[str, Any]:
+    """`firecut evaluate`: the summary.json layout for a checkpoint on `dataset`'s test split."""
+    ckpt = load_checkpoint(path)
+    dev = resolve_device(device)
+    data = load_data(dataset, root, test_subset=test_subset, train_subset=1)
+    if ckpt["arch"]["num_classes"] != data.num_classes or ckpt["arch"]["image_size"] != data.image_size:
+        raise FirecutError(f"{path} was trained for {ckpt['arch']['num_classes']} classes at "
+                           f"{ckpt['arch']['image_size']}px; {dataset} has {data.num_classes} at "
+                           f"{data.image_size}px")
+    model = model_from_checkpoint(ckpt).to(dev)
+    if timesteps is not None:
+        if not isinstance(model, SpikingNet):
+            raise FirecutError(f"--timesteps applies to spiking nets; {path} is a CNN")
+        model.set_timesteps(timesteps)
+    loader = DeviceLoader(data.x_test, data.y_test, batch_size, ckpt["norm"]["mean"],
+                          ckpt["norm"]["std"], dev)
+    metrics = evaluate(model, loader, data.num_classes, energy=energy or EnergyModel())
+    mc, sc = configs_of(ckpt)
+    return summarise(model, metrics, mc=mc, cfg_spiking=sc, dataset=dataset_name(dataset),
+                     train_images=ckpt.get("train_images"), epochs=ckpt.get("epoch"))

@@ -1,0 +1,38 @@
+"""Shared test helpers: where the real data lives, and a CLI runner in a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("FIRECUT_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+def shared_file(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"real-data test: {path} is absent (it ships beside the repo in CI; "
+                    "set FIRECUT_SHARED_DATA to its folder)")
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    """`python -m firecut ARGS` as a user runs it: exit code, stdout and stderr."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="120")
+    return subprocess.run([sys.executable, "-m", "firecut", *map(str, args)], cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    """Exit 2, no traceback, and one 'firecut: error:' line naming the problem."""
+    assert proc.returncode == 2, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr, proc.stderr
+    lines = [l for l in proc.stderr.splitlines() if l.startswith("firecut: error:")]
+    assert len(lines) == 1, proc.stderr
+    for n in needles:
+        assert n.lower() in lines[0].lower(), (n, lines[0])

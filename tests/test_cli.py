@@ -1,0 +1,128 @@
+"""The command line as a user meets it: help, one-line errors, and end-to-end runs on real data."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import assert_user_error, run_cli, shared_file
+
+COMMANDS = ["train", "evaluate", "models"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help_ending_with_an_example(command):
+    proc = run_cli(command, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "Example: firecut " + command in " ".join(proc.stdout.split())
+
+
+def test_help_does_not_import_torch():
+    code = ("import sys; from typer.testing import CliRunner; from firecut.cli import app; "
+            "r = CliRunner().invoke(app, ['--help']); "
+            "assert r.exit_code == 0, r.output; "
+            "print(sorted(m for m in ('torch', 'torchvision', 'optuna', 'snntorch') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args,needles", [
+    (["train", "--model", "resnet50", "--dataset", "synthetic"], ["unknown model 'resnet50'", "squeezenet"]),
+    (["train", "--dataset", "imagenet"], ["unknown dataset 'imagenet'", ".npz"]),
+    (["train", "--dataset", "synthetic", "--preset", "fast"], ["unknown preset 'fast'", "quick"]),
+    (["train", "--dataset", "synthetic", "--snn", "--timesteps", "0"], ["--timesteps must be >= 1"]),
+    (["train", "--dataset", "synthetic", "--keep", "fire2,fire12"], ["fire12"]),
+    (["train", "--dataset", "synthetic", "--act", "gelu"], ["unknown activation 'gelu'"]),
+    (["train", "--dataset", "missing/file.npz"], ["does not exist"]),
+    (["train", "--dataset", "synthetic", "--cnn", "--init", "x.pt"], ["drop --cnn"]),
+    (["evaluate", "nothing.pt", "--dataset", "synthetic"], ["nothing.pt", "does not exist"]),
+])
+def test_bad_input_is_one_line_and_exit_2(args, needles, tmp_path):
+    assert_user_error(run_cli(*args, "--out", tmp_path / "o") if args[0] == "train"
+                      else run_cli(*args), *needles)
+    assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_bad_files_are_refused(tmp_path):
+    (tmp_path / "bad.npz").write_bytes(b"junk")
+    import numpy as np
+
+    np.savez(tmp_path / "nokeys.npz", x_train=np.zeros((2, 8, 8, 3), np.uint8))
+    (tmp_path / "corrupt.pt").write_bytes(b"\x00\x01 not a checkpoint")
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
+    assert_user_error(run_cli("train", "--dataset", tmp_path / "bad.npz", "--out", tmp_path / "o"),
+                      "not a readable .npz")
+    assert_user_error(run_cli("train", "--dataset", tmp_path / "nokeys.npz", "--out", tmp_path / "o"),
+                      "missing key(s)", "y_train")
+    assert_user_error(run_cli("evaluate", tmp_path / "corrupt.pt", "--dataset", "synthetic"), "corrupt")
+    assert_user_error(run_cli("evaluate", tmp_path / "foreign.pt", "--dataset", "synthetic"),
+                      "not a firecut checkpoint")
+    assert_user_error(run_cli("train", "--dataset", "synthetic", "--snn", "--init", tmp_path / "foreign.pt",
+                              "--out", tmp_path / "o"), "not a firecut checkpoint")
+    (tmp_path / "afile").write_text("")
+    assert_user_error(run_cli("train", "--dataset", "synthetic", "--out", tmp_path / "afile" / "run"),
+                      "cannot write to --out")
+    assert not list(tmp_path.rglob("summary.json"))
+
+
+def test_models_lists_the_registry_with_counts():
+    proc = run_cli("models", "--dataset", "cifar100")
+    assert proc.returncode == 0, proc.stderr
+    row = next(l for l in proc.stdout.splitlines() if l.startswith("squeezenet"))
+    assert "779,684" in row and "782,628" in row  # CNN and SNN parameters for 100 classes
+
+
+SUMMARY_KEYS = {"model", "dataset", "spiking", "timesteps", "epochs", "train_images", "test_images",
+                "acc", "f1", "ac", "mac", "params", "energy_mj", "firing_rate", "layers"}
+STEM_MACS_32 = 32 * 32 * 64 * 27  # the encoding layer: 3x3x3 fan-in, 64 channels, 32x32 outputs
+
+
+def test_cnn_then_snn_end_to_end_on_real_cifar10(tmp_path):
+    data = shared_file("cifar10-sub.npz")
+    common = ["--dataset", data, "--train-subset", 400, "--test-subset", 200, "--epochs", 1,
+              "--batch-size", 50, "--quiet"]
+    cnn = run_cli("train", "--preset", "quick", "--cnn", *common, "--out", tmp_path / "cnn")
+    assert cnn.returncode == 0, cnn.stderr
+    c = json.loads(cnn.stdout)
+    assert SUMMARY_KEYS <= set(c)
+    assert (c["spiking"], c["train_images"], c["test_images"], c["ac"]) == (False, 400, 200, 0)
+    assert c["mac"] == 23_511_040  # every conv, dense, at 32x32
+    assert c["energy_mj"] == pytest.approx(c["mac"] * 4.6e-9)
+
+    snn = run_cli("train", "--preset", "quick", "--init", tmp_path / "cnn" / "best.pt", *common,
+                  "--out", tmp_path / "snn")
+    assert snn.returncode == 0, snn.stderr
+    s = json.loads(snn.stdout)
+    assert SUMMARY_KEYS <= set(s)
+    assert s["spiking"] and s["timesteps"] == 4 and s["params"] == 736_458
+    assert 0 <= s["acc"] <= 1 and 0 <= s["f1"] <= 1
+    assert s["ac"] > 0 and s["mac"] == STEM_MACS_32  # only the encoding layer multiplies
+    assert 0 < s["firing_rate"] < 1
+    assert s["energy_mj"] == pytest.approx((s["ac"] * 0.9 + s["mac"] * 4.6) * 1e-9)
+    assert s["energy_mj"] < c["energy_mj"]
+    spike_layers = [l for l in s["layers"] if l.get("input") == "spike"]
+    assert len(spike_layers) == 3 * 8 + 1  # every Fire conv and the classifier take spikes
+    assert (tmp_path / "snn" / "summary.json").is_file()
+
+    again = run_cli("evaluate", tmp_path / "snn" / "last.pt", "--dataset", data, "--test-subset", 200)
+    assert again.returncode == 0, again.stderr
+    e = json.loads(again.stdout)
+    assert SUMMARY_KEYS <= set(e)
+    assert e["acc"] == pytest.approx(s["acc"]) and e["ac"] == pytest.approx(s["ac"], rel=1e-6)
+
+    rerun = run_cli("train", "--preset", "quick", "--init", tmp_path / "cnn" / "best.pt", *common,
+                    "--out", tmp_path / "snn")
+    assert rerun.returncode == 0 and "already complete" in rerun.stderr
+    assert json.loads(rerun.stdout)["acc"] == s["acc"]
+
+
+def test_tiny_imagenet_runs_at_64px_with_four_times_the_encoding_macs(tmp_path):
+    data = shared_file("tinyimagenet-sub.npz")
+    proc = run_cli("train", "--dataset", data, "--snn", "--train-subset", 200, "--test-subset", 100,
+                   "--epochs", 1, "--batch-size", 50, "--timesteps", 2, "--quiet", "--out", tmp_path / "t")
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(proc.stdout)
+    assert s["mac"] == 4 * STEM_MACS_32 and s["ac"] > 0
+    assert s["params"] == 833_928 and s["test_images"] == 100

@@ -1,0 +1,65 @@
+"""CNN -> SNN conversion: activations swapped, thresholds balanced, clip-quant converts exactly."""
+
+import pytest
+import torch
+from torch import nn
+
+from firecut.activations import ClipQuant
+from firecut.errors import FirecutError
+from firecut.spiking import LIF, balance_thresholds, convert, trace_activations
+
+
+class Mixed(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 5, 1), nn.ReLU6(),
+            nn.Conv2d(5, 6, 1), nn.SiLU(), nn.Conv2d(6, 3, 1), nn.Hardswish(),
+            nn.Conv2d(3, 2, 1), ClipQuant(4, 2.0))
+        self.head = nn.Linear(2 * 8 * 8, 5)
+
+    def forward(self, x):
+        return self.head(self.body(x).flatten(1))
+
+
+def test_converter_swaps_every_activation_kind_and_keeps_weights():
+    model = Mixed()
+    w_before = model.body[0].weight.clone()
+    snn = convert(model, torch.zeros(2, 3, 8, 8), timesteps=3)
+    neurons = [m for m in snn.modules() if isinstance(m, LIF)]
+    assert len(neurons) == 5
+    assert [n.threshold.numel() for n in neurons] == [4, 5, 6, 3, 2]  # per channel
+    assert neurons[0].broadcast_input and not any(n.broadcast_input for n in neurons[1:])
+    assert torch.equal(snn.net.body[0].weight, w_before)
+    out = snn(torch.randn(4, 3, 8, 8))
+    assert out.shape == (4, 5)
+
+
+def test_converter_refuses_a_model_without_activations():
+    with pytest.raises(FirecutError, match="no activation"):
+        convert(nn.Sequential(nn.Conv2d(3, 2, 1)), torch.zeros(1, 3, 4, 4), timesteps=2)
+
+
+def test_threshold_balancing_takes_the_percentile_of_each_layer():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.ReLU(), nn.Conv2d(4, 2, 1), nn.ReLU())
+    batches = [torch.randn(8, 3, 5, 5) for _ in range(3)]
+    thr = balance_thresholds(model, batches, percentile=90.0)
+    with torch.no_grad():
+        a1 = torch.cat([model[1](model[0](b)).flatten() for b in batches])
+    assert set(thr) == {"1", "3"}
+    assert thr["1"] == pytest.approx(float(torch.quantile(a1, 0.9)), rel=1e-5)
+    assert [n for n, _ in trace_activations(model, batches[0])] == ["1", "3"]
+
+
+def test_clipquant_converts_exactly_to_if_neurons_at_t_equal_levels():
+    # IF with threshold theta, membrane started at theta/2, constant input x for T steps fires
+    # clamp(floor(x T / theta + 1/2), 0, T) times: the ClipQuant activation with L = T.
+    T, theta = 4, 1.5
+    act = ClipQuant(levels=T, init=theta)
+    x = torch.linspace(-1, 2.5, 401).view(1, 1, 401, 1)
+    x = x[(((x * T / theta) + 0.5) % 1).abs() > 1e-3].view(1, 1, -1, 1)  # off level boundaries
+    lif = LIF(1, beta=1.0, threshold=theta, v_init=0.5, scale_output=True, timesteps=T,
+              broadcast_input=True)
+    rate = lif(x).view(T, *x.shape).mean(0)
+    torch.testing.assert_close(rate, act(x))

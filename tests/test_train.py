@@ -1,0 +1,137 @@
+"""Training: metrics, a full fit on synthetic data, exact resume after interruption, checkpoints."""
+
+import json
+
+import pytest
+import torch
+
+from firecut import train as T
+from firecut.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from firecut.config import RunConfig, apply_preset, validate
+from firecut.errors import FirecutError
+
+
+def test_macro_f1_by_hand():
+    # classes 0,1,2; true [0,0,1,1,2], pred [0,1,1,1,0]
+    cm = T.confusion(torch.tensor([0, 1, 1, 1, 0]), torch.tensor([0, 0, 1, 1, 2]), 3)
+    # F1_0 = 2*1/(2+1+1) = .5; F1_1 = 2*2/(4+1+0) = .8; F1_2 = 0
+    assert T.macro_f1(cm) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    # a class absent from both targets and predictions does not count
+    cm4 = T.confusion(torch.tensor([0, 1]), torch.tensor([0, 1]), 4)
+    assert T.macro_f1(cm4) == 1.0
+
+
+def tiny_cfg(**train) -> RunConfig:
+    cfg = RunConfig()
+    cfg.data.dataset = "synthetic"
+    cfg.model.width = 0.25
+    cfg.train.epochs = 3
+    cfg.train.batch_size = 64
+    cfg.train.device = "cpu"
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return validate(cfg)
+
+
+def test_fit_learns_synthetic_and_writes_a_complete_run(tmp_path):
+    cfg = tiny_cfg(epochs=6, lr=0.1, batch_size=32)
+    s = T.fit(cfg, str(tmp_path / "run"), show_progress=False)
+    assert s["acc"] > 0.5  # 10 classes: chance is 0.1
+    assert s["ac"] == 0 and s["mac"] > 0 and s["firing_rate"] is None
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"config.yaml", "command.txt", "env.json", "metrics.csv", "last.pt", "best.pt",
+            "summary.json"} <= files
+    assert len((tmp_path / "run" / "metrics.csv").read_text().splitlines()) == 1 + 6
+    ckpt = load_checkpoint(tmp_path / "run" / "best.pt")
+    assert ckpt["classes"][0] == "class0" and ckpt["arch"]["model"]["width"] == 0.25
+    assert ckpt["metrics"]["acc"] == s["best_acc"]
+
+
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    cfg = tiny_cfg(epochs=3)
+    whole = T.fit(cfg, str(tmp_path / "whole"), show_progress=False)
+
+    real_epoch, calls = T.train_epoch, []
+
+    def dies_in_epoch_3(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real_epoch(*a, **k)
+
+    monkeypatch.setattr(T, "train_epoch", dies_in_epoch_3)
+    with pytest.raises(KeyboardInterrupt):
+        T.fit(cfg, str(tmp_path / "cut"), show_progress=False)
+    assert not (tmp_path / "cut" / "summary.json").exists()  # no partial result looks whole
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
+    monkeypatch.setattr(T, "train_epoch", real_epoch)
+    resumed = T.fit(cfg, str(tmp_path / "cut"), show_progress=False)
+    for key in ("acc", "f1", "ac", "mac", "energy_mj", "test_loss"):
+        assert resumed[key] == pytest.approx(whole[key], rel=1e-5), key
+    assert len((tmp_path / "cut" / "metrics.csv").read_text().splitlines()) == 1 + 3
+    # a third run finds the folder complete and trains nothing
+    monkeypatch.setattr(T, "train_epoch", lambda *a, **k: pytest.fail("trained again"))
+    assert T.fit(cfg, str(tmp_path / "cut"), show_progress=False)["acc"] == resumed["acc"]
+
+
+def test_out_folder_with_other_settings_is_refused(tmp_path):
+    T.fit(tiny_cfg(epochs=1), str(tmp_path / "r"), show_progress=False)
+    with pytest.raises(FirecutError, match="different settings.*train.epochs"):
+        T.fit(tiny_cfg(epochs=2), str(tmp_path / "r"), show_progress=False)
+
+
+def test_snn_from_cnn_checkpoint_and_checkpoint_round_trip(tmp_path):
+    cnn_cfg = tiny_cfg(epochs=2, lr=0.1)
+    cnn_cfg.model.act = "clipq"
+    T.fit(cnn_cfg, str(tmp_path / "cnn"), show_progress=False)
+    snn_cfg = tiny_cfg(epochs=1, lr=0.01)
+    snn_cfg.spiking.enabled, snn_cfg.spiking.init = True, str(tmp_path / "cnn" / "best.pt")
+    s = T.fit(validate(snn_cfg), str(tmp_path / "snn"), show_progress=False)
+    assert s["spiking"] and s["timesteps"] == 4 and s["ac"] > 0 and 0 < s["firing_rate"] < 1
+    stem = next(r for r in s["layers"] if r["name"].endswith("stem.conv"))
+    assert stem["input"] == "real-static" and s["mac"] == stem["mac"]  # only the encoding layer
+    ckpt = load_checkpoint(tmp_path / "snn" / "best.pt")
+    model = model_from_checkpoint(ckpt).eval()
+    again = T.evaluate_checkpoint(str(tmp_path / "snn" / "best.pt"), "synthetic", "", device="cpu")
+    assert again["acc"] == pytest.approx(s["acc"])
+    assert again["ac"] == pytest.approx(s["ac"], rel=1e-6)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model(x), model_from_checkpoint(ckpt).eval()(x))
+
+
+def test_init_must_be_a_cnn(tmp_path):
+    cfg = tiny_cfg(epochs=1)
+    cfg.spiking.enabled = True
+    T.fit(cfg, str(tmp_path / "snn"), show_progress=False)
+    cfg2 = tiny_cfg(epochs=1)
+    cfg2.spiking.enabled, cfg2.spiking.init = True, str(tmp_path / "snn" / "best.pt")
+    with pytest.raises(FirecutError, match="already a spiking net"):
+        T.fit(cfg2, str(tmp_path / "again"), show_progress=False)
+
+
+def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path):
+    (tmp_path / "corrupt.pt").write_bytes(b"\x80\x02garbage")
+    with pytest.raises(FirecutError, match="corrupt or truncated"):
+        load_checkpoint(tmp_path / "corrupt.pt")
+    torch.save({"state_dict": {}}, tmp_path / "foreign.pt")
+    with pytest.raises(FirecutError, match="not a firecut checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    save_checkpoint({"format": "firecut-checkpoint", "format_version": 99}, tmp_path / "new.pt")
+    with pytest.raises(FirecutError, match="newer firecut"):
+        load_checkpoint(tmp_path / "new.pt")
+
+
+def test_presets_apply_per_mode_and_flags_win():
+    cfg = apply_preset(RunConfig(), "quick")
+    assert cfg.model.act == "clipq" and cfg.train.epochs == 4
+    snn = RunConfig()
+    snn.spiking.enabled, snn.spiking.init = True, "x.pt"
+    assert apply_preset(snn, "paper").spiking.timesteps == 8
+    with pytest.raises(FirecutError, match="unknown preset 'fast'"):
+        apply_preset(RunConfig(), "fast")
+    bad = RunConfig()
+    bad.spiking.timesteps = 0
+    with pytest.raises(FirecutError, match="--timesteps must be >= 1"):
+        validate(bad)
+    json.dumps(cfg.to_dict())  # the config snapshot is plain data
