@@ -281,6 +281,13 @@ def fit(cfg: RunConfig, out: str, restart: bool = False, show_progress: bool = T
     progress.log(f"{mode} {mc.name} on {meta['dataset']}: {len(data.x_train)} train / "
                  f"{len(data.x_test)} test images, {count_params(model):,} params, "
                  f"{'T=' + str(T) + ', ' if cfg.spiking.enabled else ''}{device}")
+
+    def checkpoint(epoch: int, metrics: dict[str, Any], **resume_state: Any) -> dict[str, Any]:
+        return make_checkpoint(model, mc, cfg.spiking, epoch=epoch, best_acc=best_acc,
+                               best_epoch=best_epoch, config=cfg.to_dict(),
+                               metrics={k: metrics[k] for k in ("acc", "f1", "loss")},
+                               train_images=len(data.x_train), **meta, **resume_state)
+
     metrics: dict[str, Any] = {}
     for epoch in range(start, cfg.train.epochs):
         train_loader.epoch = epoch
@@ -305,12 +312,8 @@ def fit(cfg: RunConfig, out: str, restart: bool = False, show_progress: bool = T
         improved = metrics["acc"] > best_acc
         if improved:
             best_acc, best_epoch = metrics["acc"], epoch + 1
-        epoch_metrics = {k: metrics[k] for k in ("acc", "f1", "loss")}
-        ckpt = make_checkpoint(model, mc, cfg.spiking, metrics=epoch_metrics, epoch=epoch + 1,
-                               best_acc=best_acc, best_epoch=best_epoch, config=cfg.to_dict(),
-                               optimizer=opt.state_dict(), scheduler=sched.state_dict(),
-                               train_seconds=train_seconds, train_images=len(data.x_train),
-                               **meta)
+        ckpt = checkpoint(epoch + 1, metrics, optimizer=opt.state_dict(),
+                          scheduler=sched.state_dict(), train_seconds=train_seconds)
         if improved:
             save_checkpoint({k: v for k, v in ckpt.items() if k not in ("optimizer", "scheduler")},
                             run.file("best.pt"))
@@ -321,10 +324,7 @@ def fit(cfg: RunConfig, out: str, restart: bool = False, show_progress: bool = T
         metrics = evaluate(model, test_loader, data.num_classes, energy=energy, amp=cfg.train.amp)
         if cfg.train.epochs == 0:  # the converted net, as it is
             best_acc = metrics["acc"]
-            ckpt = make_checkpoint(model, mc, cfg.spiking, epoch=0,
-                                   metrics={k: metrics[k] for k in ("acc", "f1", "loss")}, best_acc=best_acc, best_epoch=0, config=cfg.to_dict(),
-                                   train_images=len(data.x_train), **meta)
-            save_checkpoint(ckpt, run.file("best.pt"))
+            save_checkpoint(checkpoint(0, metrics), run.file("best.pt"))
     summary = summarise(model, metrics, mc=mc, cfg_spiking=cfg.spiking, dataset=meta["dataset"],
                         train_images=len(data.x_train), epochs=cfg.train.epochs)
     summary.update({"mode": mode, "init": cfg.spiking.init, "best_acc": best_acc,
