@@ -61,7 +61,7 @@ def train(
     device: Optional[Device] = typer.Option(None, help="Training device."),
     energy_preset: Optional[str] = typer.Option(None, help="Energy per op preset [default: 45nm-fp32 (0.9/4.6 pJ)]."),
     out: Optional[str] = typer.Option(None, help="Run folder [default: runs/MODEL-DATASET-MODE-s SEED]."),
-    restart: bool = typer.Option(False, "--restart", help="Discard an unfinished run in --out instead of resuming it."),
+    resume: bool = typer.Option(True, "--resume/--restart", help="Resume the run in --out (default), or discard it and start over."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ):
     """Train one CNN or SNN, evaluate it on the test split and count its AC/MAC/energy.
@@ -94,9 +94,23 @@ def train(
     from firecut.train import fit
 
     out = out or _default_out(model, dataset, cfg.mode(), cfg.spiking.timesteps, cfg.train.seed)
-    summary = fit(cfg, out, restart=restart, show_progress=not quiet)
+    summary = fit(cfg, out, restart=not resume, show_progress=not quiet)
     _print_json(summary)
     print(f"wrote {Path(out) / 'summary.json'}", file=sys.stderr)
+
+
+def _version(value: bool) -> None:
+    if value:
+        import firecut
+
+        print(f"firecut {firecut.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")):
+    """Spiking SqueezeNet: train CNNs and SNNs, prune Fire modules, count AC/MAC and energy."""
 
 
 def _check_names(cfg) -> None:

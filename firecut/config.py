@@ -125,7 +125,7 @@ class RunConfig:
 # CIFAR-10 subset (CNN then SNN in under 10 minutes); `paper` is the GPU recipe.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
-        "cnn": {"train.epochs": 4, "train.lr": 0.05, "model.act": "clipq", "model.levels": 4,
+        "cnn": {"train.epochs": 8, "train.lr": 0.05, "model.act": "clipq", "model.levels": 4,
                 "train.batch_size": 64},
         "snn": {"train.epochs": 1, "train.lr": 0.005, "train.warmup_epochs": 0.0,
                 "train.batch_size": 64, "spiking.timesteps": 4},

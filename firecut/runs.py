@@ -61,7 +61,8 @@ class RunFolder:
             raise FirecutError(f"cannot write to --out {self.path} ({e.strerror or e}); "
                                "choose a writable folder") from None
         cfg_file = self.file("config.yaml")
-        if cfg_file.is_file() and not restart:
+        has_work = self.complete or self.file("last.pt").is_file()
+        if cfg_file.is_file() and has_work and not restart:
             old = yaml.safe_load(cfg_file.read_text()) or {}
             if _comparable(old) != _comparable(cfg.to_dict()):
                 diff = [f"{s}.{k}" for s, sec in _comparable(cfg.to_dict()).items()
@@ -69,10 +70,7 @@ class RunFolder:
                 raise FirecutError(f"{self.path} holds a run with different settings "
                                    f"({', '.join(diff) or 'config'}); use another --out, "
                                    "or --restart to replace it")
-            if self.complete:
-                return "done"
-            if self.file("last.pt").is_file():
-                return "resume"
+            return "done" if self.complete else "resume"
         if restart:
             for name in ("summary.json", "metrics.csv", "last.pt", "best.pt"):
                 if self.file(name).exists():

@@ -258,6 +258,34 @@ class LIF(nn.Module):
                 + (", broadcast_input" if self.broadcast_input else ""))
 
 
+class SpikingMaxPool2d(nn.Module):
+    """Max-pooling for (T*B, C, H, W) inputs that vary over steps, gated by running sums.
+
+    Per step a plain max over spikes or currents overstates the max of their averages
+    (E[max] >= max E), which at few steps wrecks conversion. Instead each window passes, at step
+    t, the input of the location whose running sum sum_{s<=t} x[s] is largest so far (Rueckauer et
+    al. 2017): the winner's spikes stay spikes, and over T steps the output rate approaches the
+    max of the input rates. With T = 1 it is nn.MaxPool2d.
+    """
+
+    def __init__(self, pool: nn.MaxPool2d, timesteps: int):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = pool.kernel_size, pool.stride, pool.padding
+        self.dilation, self.ceil_mode = pool.dilation, pool.ceil_mode
+        self.timesteps = timesteps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (T*B, C, H, W)
+        T = self.timesteps
+        running = x.detach().view(T, -1, *x.shape[1:]).cumsum(0).flatten(0, 1)  # (T*B, C, H, W)
+        _, idx = torch.nn.functional.max_pool2d(
+            running, self.kernel_size, self.stride, self.padding, self.dilation,
+            ceil_mode=self.ceil_mode, return_indices=True)  # (T*B, C, H', W') flat H*W indices
+        return x.flatten(2).gather(2, idx.flatten(2)).view_as(idx.to(x.dtype))  # (T*B, C, H', W')
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, T={self.timesteps}"
+
+
 class SpikingNet(nn.Module):
     """Runs a converted network for T steps on a static image; returns the mean readout.
 
@@ -280,8 +308,9 @@ class SpikingNet(nn.Module):
         if timesteps < 1:
             raise FirecutError("--timesteps must be >= 1")
         self.timesteps = timesteps
-        for n in self.neurons():
-            n.timesteps = timesteps
+        for m in self.net.modules():
+            if isinstance(m, (LIF, SpikingMaxPool2d)):
+                m.timesteps = timesteps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
         T = self.timesteps
@@ -295,14 +324,14 @@ class SpikingNet(nn.Module):
 # Conversion
 
 
-def trace_activations(model: nn.Module, example: torch.Tensor) -> list[tuple[str, int]]:
-    """(name, channels) of each convertible activation, in execution order."""
-    found: list[tuple[str, int]] = []
+def trace_order(model: nn.Module, example: torch.Tensor) -> list[tuple[str, nn.Module, int]]:
+    """(name, module, channels) of each convertible activation and max-pool, in execution order."""
+    found: list[tuple[str, nn.Module, int]] = []
     hooks = []
     for name, m in model.named_modules():
-        if isinstance(m, CONVERTIBLE):
+        if isinstance(m, CONVERTIBLE + (nn.MaxPool2d,)):
             hooks.append(m.register_forward_hook(
-                lambda mod, inp, out, name=name: found.append((name, inp[0].shape[1]))))
+                lambda mod, inp, out, name=name: found.append((name, mod, inp[0].shape[1]))))
     was_training = model.training
     model.eval()
     try:
@@ -312,9 +341,14 @@ def trace_activations(model: nn.Module, example: torch.Tensor) -> list[tuple[str
         for h in hooks:
             h.remove()
         model.train(was_training)
+    return found
+
+
+def trace_activations(model: nn.Module, example: torch.Tensor) -> list[tuple[str, int]]:
+    """(name, channels) of each convertible activation, in execution order."""
     seen: dict[str, int] = {}
-    for name, c in found:
-        if seen.setdefault(name, c) != c:
+    for name, m, c in trace_order(model, example):
+        if isinstance(m, CONVERTIBLE) and seen.setdefault(name, c) != c:
             raise FirecutError(f"activation '{name}' is used for inputs of different widths; "
                                "give each use its own module before converting")
     return list(seen.items())
@@ -370,12 +404,14 @@ def convert(model: nn.Module, example: torch.Tensor, timesteps: int, *, beta: fl
             learn_threshold: bool = True, surrogate_name: str = "atan",
             surrogate_param: float | None = None, v_init: float = 0.5, scale_output: bool = True,
             encode_once: bool = True) -> SpikingNet:
-    """Swaps every activation of `model` (in place) for an LIF neuron; keeps all weights.
+    """Swaps every activation of `model` (in place) for an LIF neuron, and every max-pool after
+    the first neuron for a SpikingMaxPool2d; keeps all weights.
 
     Thresholds come from `thresholds` (balancing) or `default_threshold`; with `scale_output`
     the spike amplitude is the threshold, so a converted layer passes on what the CNN's
     activation did, in rate. `example` is a (B, C, H, W) input used to trace layer widths.
     """
+    order = trace_order(model, example)
     acts = trace_activations(model, example)
     if not acts:
         raise FirecutError("the model has no activation the converter knows "
@@ -387,4 +423,8 @@ def convert(model: nn.Module, example: torch.Tensor, timesteps: int, *, beta: fl
                      v_init=v_init, scale_output=scale_output, timesteps=timesteps,
                      broadcast_input=encode_once and i == 0)
         _set_module(model, name, neuron)
+    first_act = next(i for i, (_, m, _) in enumerate(order) if isinstance(m, CONVERTIBLE))
+    for name, m, _ in order[first_act:]:  # pools before the first neuron see static input
+        if isinstance(m, nn.MaxPool2d):
+            _set_module(model, name, SpikingMaxPool2d(m, timesteps))
     return SpikingNet(model, timesteps)

@@ -36,3 +36,15 @@ def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
     assert len(lines) == 1, proc.stderr
     for n in needles:
         assert n.lower() in lines[0].lower(), (n, lines[0])
+
+
+def pytest_collection_modifyitems(config, items):
+    """GPU-only tests run where torch sees CUDA, and skip (with the reason) elsewhere."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -6,7 +6,8 @@ from torch import nn
 
 from firecut.activations import ClipQuant
 from firecut.errors import FirecutError
-from firecut.spiking import LIF, balance_thresholds, convert, trace_activations
+from firecut.models.squeezenet import make_pool
+from firecut.spiking import LIF, SpikingMaxPool2d, balance_thresholds, convert, trace_activations
 
 
 class Mixed(nn.Module):
@@ -63,3 +64,33 @@ def test_clipquant_converts_exactly_to_if_neurons_at_t_equal_levels():
               broadcast_input=True)
     rate = lif(x).view(T, *x.shape).mean(0)
     torch.testing.assert_close(rate, act(x))
+
+
+def test_spiking_max_pool_is_max_pool_at_one_step_and_keeps_spikes_binary():
+    x = torch.randn(4, 3, 9, 9)
+    torch.testing.assert_close(SpikingMaxPool2d(make_pool(), 1)(x), make_pool()(x))
+    spikes = (torch.rand(4 * 2, 3, 9, 9) < 0.3).float()
+    out = SpikingMaxPool2d(make_pool(), 4)(spikes)
+    assert out.shape == (8, 3, 4, 4) and set(out.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_spiking_max_pool_passes_the_running_winner():
+    # two inputs in one 2x2 window: A fires at steps 0,1,2 (rate 3/4), B only at step 3 (1/4).
+    # A per-step max would pass 4 spikes (rate 1); the gated pool passes A's 3: the max rate.
+    T = 4
+    x = torch.zeros(T, 1, 1, 2, 2)
+    x[:3, 0, 0, 0, 0] = 1.0
+    x[3, 0, 0, 1, 1] = 1.0
+    out = SpikingMaxPool2d(torch.nn.MaxPool2d(2, 2), T)(x.flatten(0, 1))
+    assert out.flatten().tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_converter_gates_only_the_pools_after_the_first_neuron():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), make_pool(), nn.ReLU(),
+                          nn.Conv2d(4, 4, 1), nn.ReLU(), make_pool(), nn.Flatten(), nn.Linear(16, 2))
+    snn = convert(model, torch.zeros(2, 3, 9, 9), timesteps=3)
+    assert type(snn.net[1]) is nn.MaxPool2d  # before the first neuron: static input
+    assert isinstance(snn.net[5], SpikingMaxPool2d)
+    snn.set_timesteps(5)
+    assert snn.net[5].timesteps == 5 and snn.net[2].timesteps == 5
+    assert snn(torch.randn(3, 3, 9, 9)).shape == (3, 2)

@@ -43,11 +43,15 @@ def test_fire_modules_are_named_and_dropping_rewires_the_next_squeeze():
     pruned = build_network(ModelConfig(keep=["fire4", "fire6", "fire8", "fire9"]),
                            SpikingConfig(enabled=False), 10, 32)
     names = [n for n, _ in pruned.features.named_children()]
-    assert names == ["stem", "pool1", "pool2", "fire4", "pool3", "fire6", "fire8", "fire9"]
+    assert names == ["stem", "fire4", "fire6", "fire8", "fire9"]
+    # the pools after the stem and after fire3 both land in the stem; the one after fire5 in fire4
+    assert isinstance(pruned.features.stem.pool, torch.nn.Sequential)
+    assert pruned.features.fire4.expand3x3.pool is not None
+    assert pruned.features.fire6.expand3x3.pool is None
     assert pruned.features.fire4.squeeze.conv.in_channels == 64  # takes the stem's channels
     assert pruned.features.fire6.squeeze.conv.in_channels == 256  # fire4's output
     assert pruned.features.fire8.squeeze.conv.in_channels == 384  # fire6's output
-    assert pruned(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    assert pruned.features(torch.randn(2, 3, 32, 32)).shape == (2, 512, 4, 4)  # pools kept: 32 -> 4
     assert count_params(pruned) < count_params(full)
     empty = build_network(ModelConfig(keep=[]), SpikingConfig(enabled=False), 10, 32)
     assert empty.classifier.conv.in_channels == 64  # stem -> classifier
@@ -58,6 +62,18 @@ def test_fire_modules_are_named_and_dropping_rewires_the_next_squeeze():
 def test_bad_keep_masks_are_refused(keep, msg):
     with pytest.raises(FirecutError, match=msg):
         build_network(ModelConfig(keep=keep), SpikingConfig(), 10, 32)
+
+
+def test_pool_before_activation_leaves_the_cnn_unchanged():
+    # maxpool(act(x)) == act(maxpool(x)) for a monotone activation: the torchvision order
+    torch.manual_seed(0)
+    net = build_network(ModelConfig(), SpikingConfig(enabled=False), 10, 32).eval()
+    block = net.features.fire3.expand3x3
+    x = torch.randn(2, 16, 16, 16)
+    with torch.no_grad():
+        inside = block(x)
+        outside = block.pool(block.act(block.bn(block.conv(x))))
+    torch.testing.assert_close(inside, outside)
 
 
 def test_spiking_squeezenet_has_one_neuron_per_activation_and_encodes_once():

@@ -78,6 +78,15 @@ def test_out_folder_with_other_settings_is_refused(tmp_path):
     T.fit(tiny_cfg(epochs=1), str(tmp_path / "r"), show_progress=False)
     with pytest.raises(FirecutError, match="different settings.*train.epochs"):
         T.fit(tiny_cfg(epochs=2), str(tmp_path / "r"), show_progress=False)
+    assert T.fit(tiny_cfg(epochs=2), str(tmp_path / "r"), restart=True, show_progress=False)["epochs"] == 2
+
+
+def test_a_run_that_failed_before_any_epoch_does_not_block_the_folder(tmp_path):
+    bad = tiny_cfg(epochs=1)
+    bad.data.dataset = str(tmp_path / "missing.npz")
+    with pytest.raises(FirecutError, match="does not exist"):
+        T.fit(bad, str(tmp_path / "r"), show_progress=False)
+    assert T.fit(tiny_cfg(epochs=1), str(tmp_path / "r"), show_progress=False)["dataset"] == "synthetic"
 
 
 def test_snn_from_cnn_checkpoint_and_checkpoint_round_trip(tmp_path):
@@ -124,7 +133,7 @@ def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path):
 
 def test_presets_apply_per_mode_and_flags_win():
     cfg = apply_preset(RunConfig(), "quick")
-    assert cfg.model.act == "clipq" and cfg.train.epochs == 4
+    assert cfg.model.act == "clipq" and cfg.train.epochs == 8
     snn = RunConfig()
     snn.spiking.enabled, snn.spiking.init = True, "x.pt"
     assert apply_preset(snn, "paper").spiking.timesteps == 8

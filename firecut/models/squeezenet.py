@@ -3,13 +3,13 @@
 Channel plan (torchvision's SqueezeNet-1.1), for a 32x32 input:
 
     stem    conv3x3(3 -> 64), stride 1          (N, 64, 32, 32)
-    pool1   maxpool 3x3 / 2, ceil               (N, 64, 16, 16)
+      pool  maxpool 3x3 / 2, ceil               (N, 64, 16, 16)
     fire2   squeeze 16, expand 64 + 64          (N, 128, 16, 16)
     fire3   squeeze 16, expand 64 + 64          (N, 128, 16, 16)
-    pool2                                       (N, 128, 8, 8)
+      pool                                      (N, 128, 8, 8)
     fire4   squeeze 32, expand 128 + 128        (N, 256, 8, 8)
     fire5   squeeze 32, expand 128 + 128        (N, 256, 8, 8)
-    pool3                                       (N, 256, 4, 4)
+      pool                                      (N, 256, 4, 4)
     fire6   squeeze 48, expand 192 + 192        (N, 384, 4, 4)
     fire7   squeeze 48, expand 192 + 192        (N, 384, 4, 4)
     fire8   squeeze 64, expand 256 + 256        (N, 512, 4, 4)
@@ -17,9 +17,14 @@ Channel plan (torchvision's SqueezeNet-1.1), for a 32x32 input:
     classifier  dropout, conv1x1(512 -> K), global average pool   (N, K)
 
 Every conv has a bias and is followed by batch norm and the activation (the classifier has
-neither). Dropping a Fire module (DESIGN §2): it leaves the sequence, the pools stay where they
-were, and the next kept module's squeeze conv (or the classifier) takes the channels that now
-arrive. 64x64 inputs work unchanged (feature maps twice as large).
+neither). Each max-pool sits inside the block before it, between batch norm and activation:
+act(maxpool(x)) == maxpool(act(x)) for a monotone activation (ReLU, clip-quant), so the CNN is
+unchanged, while in the spiking net the pool picks the strongest input current instead of
+OR-ing spikes (which overstates firing rates and wrecks conversion at few steps).
+
+Dropping a Fire module (DESIGN §2): it leaves the sequence, the pools stay where they were (in
+the last kept block before their position), and the next kept module's squeeze conv (or the
+classifier) takes the channels that now arrive. 64x64 inputs work unchanged.
 """
 
 from __future__ import annotations
@@ -58,13 +63,29 @@ FIRE_NAMES: tuple[str, ...] = tuple(f.name for f in FIRE_PLAN)
 POOL_AFTER: tuple[str, ...] = ("stem", "fire3", "fire5")  # max-pools stay here whatever is dropped
 
 
-def conv_bn_act(c_in: int, c_out: int, k: int, act_layer: ActFactory) -> nn.Sequential:
-    """conv (with bias) -> batch norm -> activation; 'same' padding."""
-    return nn.Sequential(OrderedDict(
-        conv=nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=True),
-        bn=nn.BatchNorm2d(c_out),
-        act=act_layer(c_out),
-    ))
+class ConvBNAct(nn.Module):
+    """conv (with bias, 'same' padding) -> batch norm -> [max-pool] -> activation."""
+
+    def __init__(self, c_in: int, c_out: int, k: int, act_layer: ActFactory):
+        super().__init__()
+        self.conv = nn.Conv2d(c_in, c_out, k, padding=k // 2, bias=True)
+        self.bn = nn.BatchNorm2d(c_out)
+        self.pool: nn.Module | None = None
+        self.act = act_layer(c_out)
+
+    def add_pool(self) -> None:
+        """One more 3x3/2 max-pool (several stack when the blocks between them were dropped)."""
+        self.pool = make_pool() if self.pool is None else nn.Sequential(self.pool, make_pool())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, H, W)
+        x = self.bn(self.conv(x))  # (N, C_out, H, W)
+        if self.pool is not None:
+            x = self.pool(x)  # (N, C_out, H/2, W/2)
+        return self.act(x)
+
+
+def make_pool() -> nn.Module:
+    return nn.MaxPool2d(3, 2, ceil_mode=True)
 
 
 class Fire(nn.Module):
@@ -72,10 +93,15 @@ class Fire(nn.Module):
 
     def __init__(self, c_in: int, spec: FireSpec, act_layer: ActFactory):
         super().__init__()
-        self.squeeze = conv_bn_act(c_in, spec.squeeze, 1, act_layer)
-        self.expand1x1 = conv_bn_act(spec.squeeze, spec.expand1x1, 1, act_layer)
-        self.expand3x3 = conv_bn_act(spec.squeeze, spec.expand3x3, 3, act_layer)
+        self.squeeze = ConvBNAct(c_in, spec.squeeze, 1, act_layer)
+        self.expand1x1 = ConvBNAct(spec.squeeze, spec.expand1x1, 1, act_layer)
+        self.expand3x3 = ConvBNAct(spec.squeeze, spec.expand3x3, 3, act_layer)
         self.out_channels = spec.expand1x1 + spec.expand3x3
+
+    def add_pool(self) -> None:
+        """Pools the output: inside both expand branches, before their activations."""
+        self.expand1x1.add_pool()
+        self.expand3x3.add_pool()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, H, W)
         s = self.squeeze(x)  # (N, S, H, W)
@@ -102,16 +128,16 @@ class SqueezeNet(nn.Module):
         self.keep = check_keep(keep)
         w = lambda c: max(1, int(round(c * width)))  # noqa: E731
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        layers["stem"] = conv_bn_act(in_chans, w(STEM_CHANNELS), 3, act_layer)
-        c = w(STEM_CHANNELS)
+        layers["stem"] = ConvBNAct(in_chans, w(STEM_CHANNELS), 3, act_layer)
+        c, last = w(STEM_CHANNELS), "stem"
         for name in ("stem",) + FIRE_NAMES:
             if name != "stem" and name in self.keep:
                 spec = next(f for f in FIRE_PLAN if f.name == name)
                 spec = FireSpec(name, w(spec.squeeze), w(spec.expand1x1), w(spec.expand3x3))
                 layers[name] = Fire(c, spec, act_layer)
-                c = layers[name].out_channels
-            if name in POOL_AFTER:
-                layers[f"pool{POOL_AFTER.index(name) + 1}"] = nn.MaxPool2d(3, 2, ceil_mode=True)
+                c, last = layers[name].out_channels, name
+            if name in POOL_AFTER:  # in the last kept block at or before this position
+                layers[last].add_pool()
         self.features = nn.Sequential(layers)
         self.classifier = nn.Sequential(OrderedDict(
             drop=nn.Dropout(dropout),
