@@ -7,7 +7,6 @@ No torch import here: the CLI builds configs before it decides to load anything 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -196,7 +195,3 @@ def load_yaml(path: Path) -> RunConfig:
     if not isinstance(d, dict):
         raise FirecutError(f"{path}: not a firecut config (expected a mapping)")
     return RunConfig.from_dict(d)
-
-
-def replace(cfg: RunConfig, **sections: Any) -> RunConfig:
-    return dataclasses.replace(cfg, **sections)

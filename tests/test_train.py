@@ -7,7 +7,7 @@ import torch
 
 from firecut import train as T
 from firecut.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from firecut.config import RunConfig, apply_preset, validate
+from firecut.config import RunConfig, apply_preset, load_yaml, save_yaml, validate
 from firecut.errors import FirecutError
 
 
@@ -144,3 +144,13 @@ def test_presets_apply_per_mode_and_flags_win():
     with pytest.raises(FirecutError, match="--timesteps must be >= 1"):
         validate(bad)
     json.dumps(cfg.to_dict())  # the config snapshot is plain data
+
+
+def test_config_yaml_round_trip_and_unknown_keys(tmp_path):
+    cfg = tiny_cfg(epochs=2)
+    cfg.model.keep = ["fire2", "fire9"]
+    save_yaml(cfg, tmp_path / "c.yaml")
+    assert load_yaml(tmp_path / "c.yaml") == cfg
+    (tmp_path / "bad.yaml").write_text("train: {epochz: 3}\n")
+    with pytest.raises(FirecutError, match="epochz"):
+        load_yaml(tmp_path / "bad.yaml")
