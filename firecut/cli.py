@@ -53,6 +53,9 @@ def train(
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (cosine schedule)."),
     optimizer: Optional[str] = typer.Option(None, help="sgd | adamw."),
     act: Optional[str] = typer.Option(None, help="CNN activation: relu | relu6 | silu | hardswish | clipq."),
+    beta: Optional[float] = typer.Option(None, help="LIF membrane decay per step [default: 1.0 (IF) when converting, 0.9 from scratch]."),
+    surrogate: Optional[str] = typer.Option(None, help="Surrogate gradient: atan | fast_sigmoid | sigmoid [default: atan]."),
+    reset: Optional[str] = typer.Option(None, help="LIF reset: subtract | zero | none [default: subtract]."),
     keep: Optional[str] = typer.Option(None, help="Fire modules to keep, comma-separated (default: all)."),
     train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images."),
     test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
@@ -80,7 +83,8 @@ def train(
         "data.dataset": dataset, "data.root": data_root, "data.train_subset": train_subset,
         "data.test_subset": test_subset, "train.epochs": epochs, "spiking.timesteps": timesteps,
         "train.batch_size": batch_size, "train.lr": lr, "train.optimizer": optimizer,
-        "model.act": act, "train.seed": seed, "train.device": device.value if device else None,
+        "model.act": act, "spiking.beta": beta, "spiking.surrogate": surrogate,
+        "spiking.reset": reset, "train.seed": seed, "train.device": device.value if device else None,
         "energy.preset": energy_preset,
         "model.keep": [k.strip() for k in keep.split(",") if k.strip()] if keep is not None else None,
     }
@@ -119,11 +123,13 @@ def _check_names(cfg) -> None:
     from firecut.data import DATASETS
     from firecut.energy import EnergyModel
     from firecut.models import get_builder
-    from firecut.spiking import surrogate
+    from firecut.spiking import RESETS, surrogate
 
     get_builder(cfg.model.name)
     make_act(cfg.model.act)
     surrogate(cfg.spiking.surrogate)
+    if cfg.spiking.reset not in RESETS:
+        raise FirecutError(f"unknown reset '{cfg.spiking.reset}'; choose one of: {', '.join(RESETS)}")
     EnergyModel.from_config(cfg.energy.preset)
     d = cfg.data.dataset
     if d not in DATASETS and not (d.endswith(".npz") or Path(d).exists()):

@@ -53,6 +53,7 @@ class SpikingConfig:
     threshold: float = 1.0  # initial threshold when training from scratch (activation units)
     learn_threshold: bool = True  # one learnable threshold per channel
     surrogate: str = "atan"  # atan | fast_sigmoid | sigmoid (snntorch's maths)
+    reset: str = "subtract"  # subtract | zero | none (snntorch's reset mechanisms)
     surrogate_param: float | None = None  # atan alpha / sigmoid slope; None = snntorch's default
     v_init: float = 0.5  # initial membrane potential, as a fraction of the threshold
     percentile: float = 99.9  # threshold balancing of a ReLU CNN: percentile of each layer's activations
@@ -168,6 +169,7 @@ def validate(cfg: RunConfig) -> RunConfig:
          "--epochs must be >= 1 (0 is allowed with --init: convert and evaluate, no fine-tuning)"),
         (cfg.train.batch_size >= 1, "--batch-size must be >= 1"),
         (cfg.train.lr > 0, "--lr must be > 0"),
+        (cfg.spiking.beta is None or 0.0 <= cfg.spiking.beta <= 1.0, "--beta must be in [0, 1]"),
         (0.0 <= cfg.spiking.v_init < 1.0, "spiking.v_init must be in [0, 1) (fraction of threshold)"),
         (0.0 < cfg.spiking.percentile <= 100.0, "spiking.percentile must be in (0, 100]"),
         (cfg.model.levels >= 1, "model.levels must be >= 1"),

@@ -28,7 +28,7 @@ def to_spiking(cnn: nn.Module, sc: SpikingConfig, image_size: int,
     return convert(cnn, example, sc.timesteps, beta=sc.resolved_beta(), thresholds=thresholds,
                    default_threshold=sc.threshold, learn_threshold=sc.learn_threshold,
                    surrogate_name=sc.surrogate, surrogate_param=sc.surrogate_param,
-                   v_init=sc.v_init, scale_output=True, encode_once=sc.encode_once)
+                   v_init=sc.v_init, scale_output=True, encode_once=sc.encode_once, reset=sc.reset)
 
 
 def build_network(mc: ModelConfig, sc: SpikingConfig, num_classes: int, image_size: int) -> nn.Module:

@@ -115,14 +115,25 @@ def surrogate(name: str, param: float | None = None) -> Callable[[torch.Tensor],
 # autograd.Function (one forward loop without graph, one hand-written backward) that equals it.
 
 
+RESETS = ("subtract", "zero", "none")  # snntorch's reset mechanisms
+
+
 def lif_reference(xs: torch.Tensor, thr: torch.Tensor, beta: float, v_init: float,
-                  spike: Callable, scale_output: bool) -> torch.Tensor:
-    """xs (T, B, C, ...) -> spikes (T, B, C, ...); thr broadcasts over one step."""
+                  spike: Callable, scale_output: bool, reset: str = "subtract") -> torch.Tensor:
+    """xs (T, B, C, ...) -> spikes (T, B, C, ...); thr broadcasts over one step.
+
+    subtract: U[t] = beta U[t-1] + X[t] - S[t-1] thr;  zero: U[t] = beta (1 - S[t-1]) U[t-1] + X[t];
+    none: U[t] = beta U[t-1] + X[t].  S[t-1] is detached, as in snntorch.
+    """
     mem = (v_init * thr).expand_as(xs[0]).to(xs.dtype)
     spk = torch.zeros_like(xs[0])
     out = []
     for t in range(xs.shape[0]):
-        mem = beta * mem + xs[t] - spk.detach() * thr
+        if reset == "zero":
+            mem = (1 - spk.detach()) * mem
+        mem = beta * mem + xs[t]
+        if reset == "subtract":
+            mem = mem - spk.detach() * thr
         spk = spike(mem - thr)
         out.append(spk)
     s = torch.stack(out)
@@ -134,13 +145,14 @@ class _FusedLIF(torch.autograd.Function):
     g_t = dL/dout_t, sigma' the surrogate derivative and S[t] = H(U[t] - thr):
 
         dU_t   = g_t * (thr if scale else 1) * sigma'(U[t] - thr)
-        dM_t   = dU_t + beta * dM_{t+1}             (dM_T = 0; the reset S[t-1] is detached)
-        dX_t   = dM_t                               (broadcast input: dX = sum_t dM_t)
-        dthr   = sum_t [g_t S[t] (scale)  - dU_t  - dM_t S[t-1]]  +  v_init * beta * dM_0
+        dM_t   = dU_t + beta * k_t * dM_{t+1}   (dM_T = 0; k_t = 1 - S[t] for zero reset, else 1:
+                                                 the reset S[t] is detached)
+        dX_t   = dM_t                           (broadcast input: dX = sum_t dM_t)
+        dthr   = sum_t [g_t S[t] (scale) - dU_t - dM_t S[t-1] (subtract reset)] + v_init beta dM_0
     """
 
     @staticmethod
-    def forward(ctx, x, thr, T, broadcast, beta, v_init, deriv, param, scale_output):
+    def forward(ctx, x, thr, T, broadcast, beta, v_init, deriv, param, scale_output, reset):
         steps = x.shape[0] if not broadcast else T
         step_shape = x.shape if broadcast else x.shape[1:]
         xf = x.float()
@@ -149,15 +161,17 @@ class _FusedLIF(torch.autograd.Function):
         mem = (v_init * thr_f).expand(step_shape).clone()
         s = None
         for t in range(steps):
+            if reset == "zero" and s is not None:
+                mem.mul_(1.0 - s)
             if beta != 1.0:
                 mem.mul_(beta)
             mem.add_(xf if broadcast else xf[t])
-            if s is not None:
-                mem.addcmul_(s, thr_f, value=-1.0)  # subtract reset
+            if reset == "subtract" and s is not None:
+                mem.addcmul_(s, thr_f, value=-1.0)
             torch.sub(mem, thr_f, out=U[t])
             s = (U[t] > 0).float()
         ctx.save_for_backward(U, thr)
-        ctx.cfg = (broadcast, beta, v_init, deriv, param, scale_output)
+        ctx.cfg = (broadcast, beta, v_init, deriv, param, scale_output, reset)
         ctx.x_dtype = x.dtype
         S = (U > 0).to(x.dtype)
         return S.mul_(thr.to(x.dtype)) if scale_output else S
@@ -165,27 +179,31 @@ class _FusedLIF(torch.autograd.Function):
     @staticmethod
     def backward(ctx, g):
         U, thr = ctx.saved_tensors
-        broadcast, beta, v_init, deriv, param, scale_output = ctx.cfg
+        broadcast, beta, v_init, deriv, param, scale_output, reset = ctx.cfg
         thr_f = thr.float()
+        need_thr = ctx.needs_input_grad[1]
+        S = (U > 0).float() if (need_thr or reset == "zero") else None  # (T, B, C, ...)
         dM = deriv(U, param, torch.empty_like(U))  # sigma'(U - thr)
         dM.mul_(g)
         if scale_output:
             dM.mul_(thr_f)  # now dU_t
-        need_thr = ctx.needs_input_grad[1]
         dthr = -dM.sum(0) if need_thr else None  # - sum_t dU_t, (B, C, ...)
-        for t in range(dM.shape[0] - 2, -1, -1):  # dM_t = dU_t + beta dM_{t+1}, in place
-            dM[t].add_(dM[t + 1], alpha=beta)
+        for t in range(dM.shape[0] - 2, -1, -1):  # dM_t = dU_t + beta k_t dM_{t+1}, in place
+            if reset == "zero":
+                dM[t].addcmul_(1.0 - S[t], dM[t + 1], value=beta)
+            else:
+                dM[t].add_(dM[t + 1], alpha=beta)
         if need_thr:
-            S = (U > 0).float()  # (T, B, C, ...)
-            for t in range(1, dM.shape[0]):
-                dthr.addcmul_(S[t - 1], dM[t], value=-1.0)  # - dM_t S[t-1]
+            if reset == "subtract":
+                for t in range(1, dM.shape[0]):
+                    dthr.addcmul_(S[t - 1], dM[t], value=-1.0)  # - dM_t S[t-1]
             dthr.add_(dM[0], alpha=v_init * beta)
             if scale_output:
                 for t in range(dM.shape[0]):
                     dthr.addcmul_(S[t], g[t].float())  # g_t S[t]
             dthr = dthr.sum_to_size(thr.shape).to(thr.dtype)
         dx = dM.sum(0) if broadcast else dM
-        return dx.to(ctx.x_dtype), dthr, *([None] * 7)
+        return dx.to(ctx.x_dtype), dthr, *([None] * 8)
 
 
 # --------------------------------------------------------------------------------------------
@@ -193,7 +211,7 @@ class _FusedLIF(torch.autograd.Function):
 
 
 class LIF(nn.Module):
-    """Multi-step leaky integrate-and-fire neuron, snntorch `Leaky` maths (subtract reset).
+    """Multi-step leaky integrate-and-fire neuron, snntorch `Leaky` maths.
 
     Input (T*B, C, ...) viewed as (T, B, C, ...), or (B, C, ...) broadcast over T when
     `broadcast_input` (the encoding neuron). Per step t, with U[-1] = v_init * thr, S[-1] = 0:
@@ -201,6 +219,7 @@ class LIF(nn.Module):
         U[t] = clamp(beta, 0, 1) * U[t-1] + X[t] - S[t-1] * thr   (S[t-1] detached: snntorch's reset)
         S[t] = H(U[t] - thr)                                      (surrogate gradient backward)
 
+    (subtract reset, the default; `reset="zero"` and `"none"` follow `lif_reference`.)
     Output S (binary), or S * thr when `scale_output`: a per-channel constant that the next layer
     can fold into its weights, so the counter still sees spikes ({0, c} per channel).
     `thr` is one value per channel (learnable if `learn_threshold`), or a scalar without `channels`.
@@ -210,9 +229,11 @@ class LIF(nn.Module):
                  learn_threshold: bool = False, surrogate_name: str = "atan",
                  surrogate_param: float | None = None, v_init: float = 0.0,
                  scale_output: bool = False, timesteps: int = 1, broadcast_input: bool = False,
-                 fused: bool = True):
+                 fused: bool = True, reset: str = "subtract"):
         super().__init__()
-        self.fused = fused
+        if reset not in RESETS:
+            raise FirecutError(f"unknown reset '{reset}'; choose one of: {', '.join(RESETS)}")
+        self.fused, self.reset = fused, reset
         shape = (channels,) if channels else ()
         thr = torch.full(shape, float(threshold))
         if learn_threshold:
@@ -245,16 +266,17 @@ class LIF(nn.Module):
             xs = x if self.broadcast_input else x.view(T, -1, *x.shape[1:])
             _, deriv, p = _surrogate_entry(self.surrogate_name, self.surrogate_param)
             s = _FusedLIF.apply(xs, thr, T, self.broadcast_input, beta, self.v_init, deriv, p,
-                                self.scale_output)
+                                self.scale_output, self.reset)
         else:
             xs = (x.unsqueeze(0).expand(T, *x.shape) if self.broadcast_input
                   else x.view(T, -1, *x.shape[1:]))  # (T, B, C, ...)
-            s = lif_reference(xs, thr, beta, self.v_init, self.spike, self.scale_output)
+            s = lif_reference(xs, thr, beta, self.v_init, self.spike, self.scale_output, self.reset)
         return s.flatten(0, 1)  # (T*B, C, ...)
 
     def extra_repr(self) -> str:
         return (f"channels={self.threshold.numel()}, beta={float(self.beta):.3g}, "
-                f"surrogate={self.surrogate_name}, v_init={self.v_init}, T={self.timesteps}"
+                f"surrogate={self.surrogate_name}, reset={self.reset}, v_init={self.v_init}, "
+                f"T={self.timesteps}"
                 + (", broadcast_input" if self.broadcast_input else ""))
 
 
@@ -403,7 +425,7 @@ def convert(model: nn.Module, example: torch.Tensor, timesteps: int, *, beta: fl
             thresholds: dict[str, float] | None = None, default_threshold: float = 1.0,
             learn_threshold: bool = True, surrogate_name: str = "atan",
             surrogate_param: float | None = None, v_init: float = 0.5, scale_output: bool = True,
-            encode_once: bool = True) -> SpikingNet:
+            encode_once: bool = True, reset: str = "subtract") -> SpikingNet:
     """Swaps every activation of `model` (in place) for an LIF neuron, and every max-pool after
     the first neuron for a SpikingMaxPool2d; keeps all weights.
 
@@ -421,7 +443,7 @@ def convert(model: nn.Module, example: torch.Tensor, timesteps: int, *, beta: fl
         neuron = LIF(channels, beta=beta, threshold=thr, learn_threshold=learn_threshold,
                      surrogate_name=surrogate_name, surrogate_param=surrogate_param,
                      v_init=v_init, scale_output=scale_output, timesteps=timesteps,
-                     broadcast_input=encode_once and i == 0)
+                     broadcast_input=encode_once and i == 0, reset=reset)
         _set_module(model, name, neuron)
     first_act = next(i for i, (_, m, _) in enumerate(order) if isinstance(m, CONVERTIBLE))
     for name, m, _ in order[first_act:]:  # pools before the first neuron see static input

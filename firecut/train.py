@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict
 from typing import Any
 
 import torch
@@ -360,8 +359,9 @@ def summarise(model: nn.Module, metrics: dict[str, Any], *, mc, cfg_spiking, dat
         "test_loss": metrics["loss"],
         "act": mc.act,
         "keep": list(model_keep(model)),
-        "neuron": {k: v for k, v in asdict(cfg_spiking).items()
-                   if k in ("beta", "surrogate", "v_init", "learn_threshold")} if spiking else None,
+        "neuron": {"beta": cfg_spiking.resolved_beta(), "surrogate": cfg_spiking.surrogate,
+                   "reset": cfg_spiking.reset, "v_init": cfg_spiking.v_init,
+                   "learn_threshold": cfg_spiking.learn_threshold} if spiking else None,
         "firecut_version": firecut.__version__,
         "layers": metrics["layers"],
     }

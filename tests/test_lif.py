@@ -10,10 +10,10 @@ from firecut.spiking import LIF, SpikingNet
 SNNTORCH_SURROGATES = {"atan": sg.atan, "fast_sigmoid": sg.fast_sigmoid, "sigmoid": sg.sigmoid}
 
 
-def snntorch_steps(x, beta, thr, v_init, surrogate_name):
+def snntorch_steps(x, beta, thr, v_init, surrogate_name, reset="subtract"):
     """snntorch's tutorial way: a Leaky layer called once per step."""
     leaky = snn.Leaky(beta=beta, threshold=thr, spike_grad=SNNTORCH_SURROGATES[surrogate_name](),
-                      reset_mechanism="subtract")
+                      reset_mechanism=reset)
     mem = torch.full_like(x[0], v_init * thr)
     out = []
     for t in range(x.shape[0]):
@@ -23,17 +23,18 @@ def snntorch_steps(x, beta, thr, v_init, surrogate_name):
 
 
 @pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
 @pytest.mark.parametrize("surrogate_name", ["atan", "fast_sigmoid", "sigmoid"])
 @pytest.mark.parametrize("beta,thr,v_init", [(0.9, 1.0, 0.0), (1.0, 0.6, 0.5), (0.75, 1.3, 0.5)])
-def test_lif_equals_snntorch_leaky(fused, surrogate_name, beta, thr, v_init):
+def test_lif_equals_snntorch_leaky(fused, reset, surrogate_name, beta, thr, v_init):
     T, B = 6, 4
     torch.manual_seed(0)
     x = (torch.randn(T, B, 3, 5, 5) * 1.2 + 0.4)
     xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
     ours = LIF(None, beta=beta, threshold=thr, surrogate_name=surrogate_name, v_init=v_init,
-               timesteps=T, fused=fused)
+               timesteps=T, fused=fused, reset=reset)
     ya = ours(xa.flatten(0, 1)).view(T, B, 3, 5, 5)
-    yb = snntorch_steps(xb, beta, thr, v_init, surrogate_name)
+    yb = snntorch_steps(xb, beta, thr, v_init, surrogate_name, reset)
     assert ya.sum() > 0 and (ya == 0).any()  # the comparison sees spikes and silences
     assert torch.equal(ya, yb)
     w = torch.randn_like(ya)
@@ -52,11 +53,12 @@ def test_lif_equals_snntorch_leaky(fused, surrogate_name, beta, thr, v_init):
 @pytest.mark.parametrize("beta", [1.0, 0.8])
 @pytest.mark.parametrize("scale", [True, False])
 @pytest.mark.parametrize("surrogate_name", ["atan", "fast_sigmoid", "sigmoid"])
-def test_fused_equals_reference_values_and_gradients(broadcast, beta, scale, surrogate_name):
+@pytest.mark.parametrize("reset", ["subtract", "zero", "none"])
+def test_fused_equals_reference_values_and_gradients(broadcast, beta, scale, surrogate_name, reset):
     T, B, C = 4, 3, 5
     torch.manual_seed(1)
     kw = dict(beta=beta, learn_threshold=True, surrogate_name=surrogate_name, v_init=0.5,
-              scale_output=scale, timesteps=T, broadcast_input=broadcast)
+              scale_output=scale, timesteps=T, broadcast_input=broadcast, reset=reset)
     fused, ref = LIF(C, fused=True, **kw), LIF(C, fused=False, **kw)
     with torch.no_grad():
         fused.threshold.copy_(torch.rand(C) + 0.3)
