@@ -20,94 +20,64 @@ from firecut.activations import CONVERTIBLE, ClipQuant
 from firecut.errors import FirecutError
 
 # --------------------------------------------------------------------------------------------
-# Surrogate gradients: Heaviside forward (strictly > 0), smooth backward. Same maths as
-# snntorch.surrogate (atan, fast_sigmoid, sigmoid) and the same default parameters.
+# Surrogate gradients: Heaviside forward (strictly > 0), smooth derivative backward. Same maths
+# as snntorch.surrogate (atan, fast_sigmoid, sigmoid) with the same default parameters. Each
+# derivative writes into `out` with in-place ops (on CPU a new full-size tensor per op costs
+# more than the op); the fused neuron calls them directly, the reference loop through _Spike.
 
 
-class _ATan(torch.autograd.Function):
-    """dS/dU = (alpha/2) / (1 + (pi/2 * alpha * U)^2)"""
-
-    @staticmethod
-    def forward(ctx, u, alpha):
-        ctx.save_for_backward(u)
-        ctx.alpha = alpha
-        return (u > 0).to(u.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (u,) = ctx.saved_tensors
-        a = ctx.alpha
-        return grad * (a / 2 / (1 + (math.pi / 2 * a * u).pow(2))), None
-
-
-class _FastSigmoid(torch.autograd.Function):
-    """dS/dU = 1 / (slope * |U| + 1)^2"""
-
-    @staticmethod
-    def forward(ctx, u, slope):
-        ctx.save_for_backward(u)
-        ctx.slope = slope
-        return (u > 0).to(u.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (u,) = ctx.saved_tensors
-        return grad / (ctx.slope * u.abs() + 1.0).pow(2), None
-
-
-class _Sigmoid(torch.autograd.Function):
-    """dS/dU = k exp(-k U) / (exp(-k U) + 1)^2 = k sig(k U) sig(-k U), k = slope"""
-
-    @staticmethod
-    def forward(ctx, u, slope):
-        ctx.save_for_backward(u)
-        ctx.slope = slope
-        return (u > 0).to(u.dtype)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (u,) = ctx.saved_tensors
-        k = ctx.slope
-        return grad * k * torch.sigmoid(k * u) * torch.sigmoid(-k * u), None  # no overflow
-
-
-# Derivatives dS/dU of the same three, for the fused neuron's backward. Each writes into `out`
-# (a fresh buffer) with in-place ops: on CPU a new full-size tensor per op costs more than the op.
 def _d_atan(u: torch.Tensor, a: float, out: torch.Tensor) -> torch.Tensor:
+    """dS/dU = (a/2) / (1 + (pi/2 a U)^2)"""
     torch.mul(u, math.pi / 2 * a, out=out)
     return out.square_().add_(1.0).reciprocal_().mul_(a / 2)
 
 
 def _d_fast_sigmoid(u: torch.Tensor, k: float, out: torch.Tensor) -> torch.Tensor:
+    """dS/dU = 1 / (k |U| + 1)^2"""
     torch.abs(u, out=out)
     return out.mul_(k).add_(1.0).square_().reciprocal_()
 
 
 def _d_sigmoid(u: torch.Tensor, k: float, out: torch.Tensor) -> torch.Tensor:
-    """k sig(ku) sig(-ku): snntorch's k e^{-ku} / (e^{-ku} + 1)^2, with no overflow and no
-    cancellation in either tail."""
+    """dS/dU = k e^{-kU} / (e^{-kU} + 1)^2 = k sig(kU) sig(-kU): snntorch's derivative, computed
+    without overflow (snntorch's form gives NaN for very negative U) or cancellation."""
     other = torch.mul(u, -k).sigmoid_()
     return torch.mul(u, k, out=out).sigmoid_().mul_(other).mul_(k)
 
 
-# name -> (autograd function, derivative, default parameter)
-SURROGATES: dict[str, tuple[type[torch.autograd.Function], Callable, float]] = {
-    "atan": (_ATan, _d_atan, 2.0),  # alpha
-    "fast_sigmoid": (_FastSigmoid, _d_fast_sigmoid, 25.0),  # slope
-    "sigmoid": (_Sigmoid, _d_sigmoid, 25.0),  # slope
+class _Spike(torch.autograd.Function):
+    """S = H(U) forward; dL/dU = dL/dS * deriv(U, param) backward."""
+
+    @staticmethod
+    def forward(ctx, u, deriv, param):
+        ctx.save_for_backward(u)
+        ctx.deriv, ctx.param = deriv, param
+        return (u > 0).to(u.dtype)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (u,) = ctx.saved_tensors
+        return grad * ctx.deriv(u, ctx.param, torch.empty_like(u)), None, None
+
+
+# name -> (derivative, default parameter)
+SURROGATES: dict[str, tuple[Callable, float]] = {
+    "atan": (_d_atan, 2.0),  # alpha
+    "fast_sigmoid": (_d_fast_sigmoid, 25.0),  # slope
+    "sigmoid": (_d_sigmoid, 25.0),  # slope
 }
 
 
-def _surrogate_entry(name: str, param: float | None):
+def _surrogate_entry(name: str, param: float | None) -> tuple[Callable, float]:
     if name not in SURROGATES:
         raise FirecutError(f"unknown surrogate '{name}'; choose one of: {', '.join(SURROGATES)}")
-    fn, deriv, default = SURROGATES[name]
-    return fn, deriv, default if param is None else float(param)
+    deriv, default = SURROGATES[name]
+    return deriv, default if param is None else float(param)
 
 
 def surrogate(name: str, param: float | None = None) -> Callable[[torch.Tensor], torch.Tensor]:
-    fn, _, p = _surrogate_entry(name, param)
-    return lambda u: fn.apply(u, p)
+    deriv, p = _surrogate_entry(name, param)
+    return lambda u: _Spike.apply(u, deriv, p)
 
 
 # --------------------------------------------------------------------------------------------
@@ -264,7 +234,7 @@ class LIF(nn.Module):
         beta = float(self.beta.clamp(0, 1))
         if self.fused:
             xs = x if self.broadcast_input else x.view(T, -1, *x.shape[1:])
-            _, deriv, p = _surrogate_entry(self.surrogate_name, self.surrogate_param)
+            deriv, p = _surrogate_entry(self.surrogate_name, self.surrogate_param)
             s = _FusedLIF.apply(xs, thr, T, self.broadcast_input, beta, self.v_init, deriv, p,
                                 self.scale_output, self.reset)
         else:
