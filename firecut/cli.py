@@ -63,6 +63,8 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
     device: Optional[Device] = typer.Option(None, help="Training device."),
     energy_preset: Optional[str] = typer.Option(None, help="Energy per op preset [default: 45nm-fp32 (0.9/4.6 pJ)]."),
+    e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ)."),
+    e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ)."),
     out: Optional[str] = typer.Option(None, help="Run folder [default: runs/MODEL-DATASET-MODE-s SEED]."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Resume the run in --out (default), or discard it and start over."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -85,7 +87,7 @@ def train(
         "train.batch_size": batch_size, "train.lr": lr, "train.optimizer": optimizer,
         "model.act": act, "spiking.beta": beta, "spiking.surrogate": surrogate,
         "spiking.reset": reset, "train.seed": seed, "train.device": device.value if device else None,
-        "energy.preset": energy_preset,
+        "energy.preset": energy_preset, "energy.e_ac_pj": e_ac_pj, "energy.e_mac_pj": e_mac_pj,
         "model.keep": [k.strip() for k in keep.split(",") if k.strip()] if keep is not None else None,
     }
     from firecut.config import set_dotted
@@ -130,7 +132,7 @@ def _check_names(cfg) -> None:
     surrogate(cfg.spiking.surrogate)
     if cfg.spiking.reset not in RESETS:
         raise FirecutError(f"unknown reset '{cfg.spiking.reset}'; choose one of: {', '.join(RESETS)}")
-    EnergyModel.from_config(cfg.energy.preset)
+    EnergyModel.from_config(cfg.energy.preset, cfg.energy.e_ac_pj, cfg.energy.e_mac_pj)
     d = cfg.data.dataset
     if d not in DATASETS and not (d.endswith(".npz") or Path(d).exists()):
         raise FirecutError(f"unknown dataset '{d}'; choose one of: {', '.join(DATASETS)}, "
@@ -155,6 +157,8 @@ def evaluate(
     data_root: Optional[str] = typer.Option(None, help="Download/cache folder."),
     device: Device = typer.Option(Device.auto, help="Evaluation device."),
     energy_preset: str = typer.Option("45nm-fp32", help="Energy per op preset."),
+    e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ)."),
+    e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ)."),
 ):
     """Evaluate a checkpoint on a test split; print the summary.json layout to stdout."""
     from firecut.config import default_data_root
@@ -166,7 +170,7 @@ def evaluate(
     summary = evaluate_checkpoint(checkpoint, dataset, data_root or default_data_root(),
                                   timesteps=timesteps, test_subset=test_subset,
                                   batch_size=batch_size, device=device.value,
-                                  energy=EnergyModel.from_config(energy_preset))
+                                  energy=EnergyModel.from_config(energy_preset, e_ac_pj, e_mac_pj))
     _print_json(summary)
 
 

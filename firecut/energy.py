@@ -46,6 +46,9 @@ class EnergyModel:
                     e_mac_pj: float | None = None) -> EnergyModel:
         if preset not in PRESETS:
             raise FirecutError(f"unknown energy preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+        for flag, v in (("--e-ac-pj", e_ac_pj), ("--e-mac-pj", e_mac_pj)):
+            if v is not None and v < 0:
+                raise FirecutError(f"{flag} must be >= 0 (picojoules per operation)")
         ac, mac = PRESETS[preset]
         custom = e_ac_pj is not None or e_mac_pj is not None
         return cls(ac if e_ac_pj is None else e_ac_pj, mac if e_mac_pj is None else e_mac_pj,

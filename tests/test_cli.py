@@ -38,6 +38,8 @@ def test_help_does_not_import_torch():
     (["train", "--dataset", "synthetic", "--snn", "--reset", "hard"], ["unknown reset 'hard'"]),
     (["train", "--dataset", "synthetic", "--snn", "--surrogate", "relu"], ["unknown surrogate 'relu'"]),
     (["train", "--dataset", "synthetic", "--snn", "--beta", "1.5"], ["--beta must be in [0, 1]"]),
+    (["train", "--dataset", "synthetic", "--e-mac-pj", "-1"], ["--e-mac-pj must be >= 0"]),
+    (["train", "--dataset", "synthetic", "--energy-preset", "7nm"], ["unknown energy preset '7nm'"]),
     (["train", "--dataset", "missing/file.npz"], ["does not exist"]),
     (["train", "--dataset", "synthetic", "--cnn", "--init", "x.pt"], ["drop --cnn"]),
     (["evaluate", "nothing.pt", "--dataset", "synthetic"], ["nothing.pt", "does not exist"]),
@@ -109,11 +111,13 @@ def test_cnn_then_snn_end_to_end_on_real_cifar10(tmp_path):
     assert len(spike_layers) == 3 * 8 + 1  # every Fire conv and the classifier take spikes
     assert (tmp_path / "snn" / "summary.json").is_file()
 
-    again = run_cli("evaluate", tmp_path / "snn" / "last.pt", "--dataset", data, "--test-subset", 200)
+    again = run_cli("evaluate", tmp_path / "snn" / "last.pt", "--dataset", data, "--test-subset", 200,
+                    "--e-ac-pj", 0.03, "--e-mac-pj", 0.23)
     assert again.returncode == 0, again.stderr
     e = json.loads(again.stdout)
     assert SUMMARY_KEYS <= set(e)
     assert e["acc"] == pytest.approx(s["acc"]) and e["ac"] == pytest.approx(s["ac"], rel=1e-6)
+    assert e["energy_mj"] == pytest.approx((e["ac"] * 0.03 + e["mac"] * 0.23) * 1e-9)  # user's pJ
 
     rerun = run_cli("train", "--preset", "quick", "--init", tmp_path / "cnn" / "best.pt", *common,
                     "--out", tmp_path / "snn")
