@@ -216,6 +216,10 @@ def _init_from_cnn(cfg: RunConfig, data: ImageData, device: torch.device, progre
     if mc.name != cfg.model.name:
         raise FirecutError(f"--init {cfg.spiking.init} is a '{mc.name}', not a '{cfg.model.name}'; "
                            f"pass --model {mc.name}")
+    if cfg.model.keep is not None and list(cfg.model.keep) != list(mc.keep or cfg.model.keep):
+        raise FirecutError(f"--init {cfg.spiking.init} has its own Fire modules "
+                           f"({', '.join(mc.keep) if mc.keep else 'all'}); drop --keep, or train a "
+                           "CNN with that --keep first")
     cnn = model_from_checkpoint(ckpt).to(device)
     mean, std = ckpt["norm"]["mean"], ckpt["norm"]["std"]
     loader = DeviceLoader(data.x_train, data.y_train, cfg.train.batch_size, mean, std, device,

@@ -99,6 +99,11 @@ def test_snn_from_cnn_checkpoint_and_checkpoint_round_trip(tmp_path):
     assert s["spiking"] and s["timesteps"] == 4 and s["ac"] > 0 and 0 < s["firing_rate"] < 1
     stem = next(r for r in s["layers"] if r["name"].endswith("stem.conv"))
     assert stem["input"] == "real-static" and s["mac"] == stem["mac"]  # only the encoding layer
+    clash = tiny_cfg(epochs=1)
+    clash.spiking.enabled, clash.spiking.init = True, str(tmp_path / "cnn" / "best.pt")
+    clash.model.keep = ["fire2"]
+    with pytest.raises(FirecutError, match="has its own Fire modules"):
+        T.fit(validate(clash), str(tmp_path / "clash"), show_progress=False)
     ckpt = load_checkpoint(tmp_path / "snn" / "best.pt")
     model = model_from_checkpoint(ckpt).eval()
     again = T.evaluate_checkpoint(str(tmp_path / "snn" / "best.pt"), "synthetic", "", device="cpu")
