@@ -216,11 +216,11 @@ def _init_from_cnn(cfg: RunConfig, data: ImageData, device: torch.device, progre
     if mc.name != cfg.model.name:
         raise FirecutError(f"--init {cfg.spiking.init} is a '{mc.name}', not a '{cfg.model.name}'; "
                            f"pass --model {mc.name}")
-    if cfg.model.keep is not None and list(cfg.model.keep) != list(mc.keep or cfg.model.keep):
-        raise FirecutError(f"--init {cfg.spiking.init} has its own Fire modules "
-                           f"({', '.join(mc.keep) if mc.keep else 'all'}); drop --keep, or train a "
-                           "CNN with that --keep first")
     cnn = model_from_checkpoint(ckpt).to(device)
+    if cfg.model.keep is not None and sorted(cfg.model.keep) != sorted(model_keep(cnn)):
+        raise FirecutError(f"--init {cfg.spiking.init} has its own Fire modules "
+                           f"({', '.join(model_keep(cnn))}); drop --keep, or train a CNN with "
+                           "that --keep first")
     mean, std = ckpt["norm"]["mean"], ckpt["norm"]["std"]
     loader = DeviceLoader(data.x_train, data.y_train, cfg.train.batch_size, mean, std, device,
                           train=True, augment=False, seed=cfg.train.seed)
