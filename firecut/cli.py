@@ -194,6 +194,111 @@ def models(
         print(f"{name:<14} {cnn:>12,} {snn:>12,}  {describe(name)}")
 
 
+# ------------------------------------------------------------------------------ schedules
+
+schedules_app = typer.Typer(no_args_is_help=True, help="Fire-module schedules: list, show, validate, generate.")
+app.add_typer(schedules_app, name="schedules")
+
+
+class Family(str, Enum):
+    head = "head"
+    tail = "tail"
+    alt = "alt"
+    ref = "ref"
+
+
+def _schedule_files(file: Optional[str]):
+    from firecut.schedules import shipped_files
+
+    return [Path(file)] if file else shipped_files()
+
+
+@schedules_app.command("list", epilog="Example: firecut schedules list --file schedules/paper.yaml")
+def schedules_list(file: Optional[str] = typer.Option(None, "--file", "-f", help="A schedule file [default: the shipped ones].")):
+    """List schedules with their keep pattern (✓ kept, – dropped) over fire2..fire9."""
+    from firecut.schedules import load_schedules
+
+    for path in _schedule_files(file):
+        print(f"# {path.name}")
+        print(f"{'schedule':<14} F2 F3 F4 F5 F6 F7 F8 F9  kept")
+        for sc in load_schedules(path):
+            print(f"{sc.name:<14} {sc.pattern().replace(' ', '  ')}  {len(sc.keep)}")
+
+
+@schedules_app.command("show", epilog="Example: firecut schedules show Ref-1")
+def schedules_show(name: str = typer.Argument(..., help="Schedule name."),
+                   file: Optional[str] = typer.Option(None, "--file", "-f", help="A schedule file [default: the shipped ones].")):
+    """Print one schedule as YAML (kept and dropped modules)."""
+    from firecut.schedules import dump_schedules, load_schedules
+
+    for path in _schedule_files(file):
+        for sc in load_schedules(path):
+            if sc.name == name:
+                sys.stdout.write(dump_schedules([sc]))
+                print(f"# drops: {', '.join(sc.drop) or 'nothing'}  ({path})")
+                return
+    raise FirecutError(f"no schedule named '{name}'; see `firecut schedules list`")
+
+
+@schedules_app.command("validate", epilog="Example: firecut schedules validate my_schedules.yaml")
+def schedules_validate(files: list[str] = typer.Argument(..., help="Schedule files to check.")):
+    """Check schedule files; the first problem is reported as one line (exit 2)."""
+    from firecut.schedules import load_schedules
+
+    for f in files:
+        print(f"{f}: {len(load_schedules(f))} schedules, valid")
+
+
+@schedules_app.command("generate", epilog="Example: firecut schedules generate --family ref --from saliency.json --keep 4")
+def schedules_generate(
+    family: Family = typer.Option(..., help="head | tail (drop consecutive modules) | alt | ref (saliency)."),
+    drop: int = typer.Option(1, help="head/tail: how many consecutive modules to drop."),
+    offset: int = typer.Option(0, help="head/tail: modules left between the dropped run and the classifier (head) or stem (tail)."),
+    parity: str = typer.Option("even", help="alt: keep the even (F2 F4 F6 F8) or odd modules."),
+    from_: Optional[str] = typer.Option(None, "--from", help="ref: a saliency JSON (`firecut saliency`, or {module: score})."),
+    keep: int = typer.Option(4, help="ref: how many of the most salient modules to keep."),
+    name: Optional[str] = typer.Option(None, help="Name of the generated schedule [default: the rule's]."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Append to this YAML file instead of printing."),
+):
+    """Generate a schedule by a documented rule and print it as YAML."""
+    from firecut import schedules as S
+
+    if family is Family.head:
+        sc = S.head(drop, offset)
+    elif family is Family.tail:
+        sc = S.tail(drop, offset)
+    elif family is Family.alt:
+        sc = S.alt(parity)
+    else:
+        if not from_:
+            raise FirecutError("--family ref needs --from SALIENCY.json")
+        sc = S.ref(_read_scores(from_), keep)
+    if name:
+        sc = S.Schedule(name, sc.keep, sc.description)
+    text = S.dump_schedules([sc])
+    if output:
+        existing = S.load_schedules(output) if Path(output).is_file() else []
+        S.parse_schedules([x.to_dict() for x in existing + [sc]], output)  # refuses duplicates
+        Path(output).write_text(S.dump_schedules(existing + [sc]))
+        print(f"appended '{sc.name}' to {output}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def _read_scores(path: str) -> dict[str, float]:
+    """Saliency scores from `firecut saliency`'s JSON ({"scores": {...}}) or a plain mapping."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise FirecutError(f"cannot read {path} ({e.strerror})") from None
+    except json.JSONDecodeError:
+        raise FirecutError(f"{path}: not JSON; expected saliency scores {{module: score}}") from None
+    scores = data.get("scores", data) if isinstance(data, dict) else None
+    if not isinstance(scores, dict) or not all(isinstance(v, (int, float)) for v in scores.values()):
+        raise FirecutError(f"{path}: expected saliency scores {{module: score}} (or under 'scores')")
+    return {k: float(v) for k, v in scores.items()}
+
+
 def main() -> None:
     try:
         app(standalone_mode=True)

@@ -9,12 +9,21 @@ import torch
 
 from conftest import assert_user_error, run_cli, shared_file
 
-COMMANDS = ["train", "evaluate", "models"]
+COMMANDS = ["train", "evaluate", "models", "schedules list", "schedules show", "schedules validate",
+            "schedules generate"]
+
+
+def test_the_command_list_covers_the_app():
+    from firecut.cli import app, schedules_app
+
+    top = {c.name or c.callback.__name__ for c in app.registered_commands}
+    sub = {"schedules " + (c.name or c.callback.__name__) for c in schedules_app.registered_commands}
+    assert top | sub == set(COMMANDS)
 
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help_ending_with_an_example(command):
-    proc = run_cli(command, "--help")
+    proc = run_cli(*command.split(), "--help")
     assert proc.returncode == 0, proc.stderr
     assert "Example: firecut " + command in " ".join(proc.stdout.split())
 
