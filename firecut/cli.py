@@ -194,6 +194,36 @@ def models(
         print(f"{name:<14} {cnn:>12,} {snn:>12,}  {describe(name)}")
 
 
+@app.command(epilog="Example: firecut saliency runs/snn/best.pt --dataset cifar10 --batches 8")
+def saliency(
+    checkpoint: str = typer.Argument(..., help="A trained SqueezeNet checkpoint (CNN or SNN)."),
+    dataset: str = typer.Option(..., help="Dataset whose training split to use."),
+    batches: int = typer.Option(8, help="Training batches to average |dL/dg| over."),
+    batch_size: int = typer.Option(128, help="Images per batch."),
+    data_root: Optional[str] = typer.Option(None, help="Download/cache folder."),
+    device: Device = typer.Option(Device.auto, help="Device."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="JSON path [default: saliency.json beside the checkpoint]."),
+):
+    """Rank Fire modules by saliency (mean |dL/dg| of a gate on each module's output).
+
+    Also measures the exact loss increase with each module's output removed, and the rank
+    correlation between the two. Feed the JSON to `firecut schedules generate --family ref`.
+    """
+    from firecut.checkpoint import atomic_write_bytes
+    from firecut.config import default_data_root
+    from firecut.saliency import format_ranking, saliency_of_checkpoint
+
+    result = saliency_of_checkpoint(checkpoint, dataset, data_root or default_data_root(),
+                                    batches=batches, batch_size=batch_size, device=device.value)
+    print(format_ranking(result))
+    out = Path(output) if output else Path(checkpoint).parent / "saliency.json"
+    try:
+        atomic_write_bytes(out, lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
+    except OSError as e:
+        raise FirecutError(f"cannot write {out} ({e.strerror or e})") from None
+    print(f"wrote {out}", file=sys.stderr)
+
+
 # ------------------------------------------------------------------------------ schedules
 
 schedules_app = typer.Typer(no_args_is_help=True, help="Fire-module schedules: list, show, validate, generate.")

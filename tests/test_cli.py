@@ -9,8 +9,8 @@ import torch
 
 from conftest import assert_user_error, run_cli, shared_file
 
-COMMANDS = ["train", "evaluate", "models", "schedules list", "schedules show", "schedules validate",
-            "schedules generate"]
+COMMANDS = ["train", "evaluate", "models", "saliency", "schedules list", "schedules show",
+            "schedules validate", "schedules generate"]
 
 
 def test_the_command_list_covers_the_app():
@@ -132,6 +132,23 @@ def test_cnn_then_snn_end_to_end_on_real_cifar10(tmp_path):
                     "--out", tmp_path / "snn")
     assert rerun.returncode == 0 and "already complete" in rerun.stderr
     assert json.loads(rerun.stdout)["acc"] == s["acc"]
+
+    sal = run_cli("saliency", tmp_path / "snn" / "best.pt", "--dataset", data, "--batches", 2,
+                  "--batch-size", 32)
+    assert sal.returncode == 0, sal.stderr
+    assert sal.stdout.splitlines()[0].split()[:3] == ["module", "saliency", "share"]
+    ranking = json.loads((tmp_path / "snn" / "saliency.json").read_text())
+    assert ranking["spiking"] and ranking["images"] == 64
+    assert sorted(ranking["scores"]) == [f"fire{i}" for i in range(2, 10)]
+    assert sum(r["share"] for r in ranking["modules"]) == pytest.approx(1.0)
+    assert all(0 <= r["ac_share"] <= 1 for r in ranking["modules"])
+    assert sum(r["ac_share"] for r in ranking["modules"]) <= 1 + 1e-9
+    assert all(r["mac_share"] == 0 for r in ranking["modules"])  # only the encoding layer multiplies
+    assert -1.0 <= ranking["spearman"] <= 1.0
+    gen = run_cli("schedules", "generate", "--family", "ref", "--from", tmp_path / "snn" / "saliency.json",
+                  "--keep", 4)
+    top4 = sorted(ranking["scores"], key=lambda m: -ranking["scores"][m])[:4]
+    assert gen.returncode == 0 and all(m in gen.stdout for m in top4)
 
 
 def test_tiny_imagenet_runs_at_64px_with_four_times_the_encoding_macs(tmp_path):
