@@ -57,6 +57,7 @@ def train(
     surrogate: Optional[str] = typer.Option(None, help="Surrogate gradient: atan | fast_sigmoid | sigmoid [default: atan]."),
     reset: Optional[str] = typer.Option(None, help="LIF reset: subtract | zero | none [default: subtract]."),
     keep: Optional[str] = typer.Option(None, help="Fire modules to keep, comma-separated (default: all)."),
+    parent: Optional[str] = typer.Option(None, help="Prune this trained checkpoint to --keep: inherit every tensor that fits, fine-tune."),
     train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images."),
     test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
     data_root: Optional[str] = typer.Option(None, help="Download/cache folder [default: ~/.cache/firecut/data or $FIRECUT_DATA]."),
@@ -80,6 +81,8 @@ def train(
     cfg.spiking.enabled = snn if snn is not None else init is not None
     cfg.spiking.init = init
     cfg.model.name = model
+    if parent:  # a pruned child starts as its parent's architecture and neurons
+        _adopt_parent(cfg, parent, snn)
     apply_preset(cfg, preset)
     given = {
         "data.dataset": dataset, "data.root": data_root, "data.train_subset": train_subset,
@@ -89,6 +92,7 @@ def train(
         "spiking.reset": reset, "train.seed": seed, "train.device": device.value if device else None,
         "energy.preset": energy_preset, "energy.e_ac_pj": e_ac_pj, "energy.e_mac_pj": e_mac_pj,
         "model.keep": [k.strip() for k in keep.split(",") if k.strip()] if keep is not None else None,
+        "model.parent": parent,
     }
     from firecut.config import set_dotted
 
@@ -117,6 +121,17 @@ def _version(value: bool) -> None:
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                        help="Print the version and exit.")):
     """Spiking SqueezeNet: train CNNs and SNNs, prune Fire modules, count AC/MAC and energy."""
+
+
+def _adopt_parent(cfg, parent: str, snn: Optional[bool]) -> None:
+    from firecut.checkpoint import configs_of, load_checkpoint
+    from firecut.config import child_of
+
+    pmc, psc = configs_of(load_checkpoint(parent))
+    if snn is not None and snn != psc.enabled:
+        raise FirecutError(f"--parent {parent} is a {'SNN' if psc.enabled else 'CNN'}; a pruned child "
+                           "keeps its parent's kind (drop --snn/--cnn)")
+    cfg.model, cfg.spiking = child_of(pmc, psc, parent)
 
 
 def _check_names(cfg) -> None:
@@ -192,6 +207,49 @@ def models(
         cnn = count_params(build_network(mc, SpikingConfig(enabled=False), k, size))
         snn = count_params(build_network(mc, SpikingConfig(enabled=True), k, size))
         print(f"{name:<14} {cnn:>12,} {snn:>12,}  {describe(name)}")
+
+
+@app.command(epilog="Example: firecut ablate --preset quick --dataset ../shared/data/cifar10-sub.npz --out runs/ablate")
+def ablate(
+    dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | tinyimagenet | PATH.npz"),
+    schedules: str = typer.Option("paper.yaml", help="Schedule file (a bare name: a shipped one; see `firecut schedules list`)."),
+    base: Optional[str] = typer.Option(None, help="A trained unpruned SNN checkpoint [default: train one here]."),
+    seeds: int = typer.Option(1, help="Fine-tunes per schedule (mean ± std in the table)."),
+    epochs: Optional[int] = typer.Option(None, help="Base CNN epochs (per-schedule epochs with --from-scratch)."),
+    finetune_epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs per schedule (and for the base SNN)."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", help="Train each schedule from scratch instead of pruning the base."),
+    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: the preset's]."),
+    preset: str = typer.Option("quick", help="quick (2-core CPU) | paper (GPU recipe)."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per training step."),
+    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images."),
+    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
+    data_root: Optional[str] = typer.Option(None, help="Download/cache folder."),
+    device: Device = typer.Option(Device.auto, help="Training device."),
+    out: Optional[str] = typer.Option(None, help="Output folder [default: runs/ablate-DATASET]."),
+):
+    """The Fire-module ablation (Table 3): prune the base SNN per schedule, fine-tune, evaluate.
+
+    Writes OUT/table.md, table.csv, table.json and tradeoff.png and prints the table. Re-running
+    the same command resumes: every finished schedule is kept.
+    """
+    from firecut.ablate import AblateConfig, run_ablation, table_markdown
+    from firecut.config import PRESETS, default_data_root
+    from firecut.data import dataset_name
+
+    if preset not in PRESETS:
+        raise FirecutError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+    for flag, v in (("--epochs", epochs), ("--finetune-epochs", finetune_epochs), ("--timesteps", timesteps)):
+        if v is not None and v < 1:
+            raise FirecutError(f"{flag} must be >= 1")
+    ac = AblateConfig(dataset=dataset, root=data_root or default_data_root(), schedules=schedules,
+                      base=base, seeds=seeds, epochs=epochs, finetune_epochs=finetune_epochs,
+                      from_scratch=from_scratch, timesteps=timesteps, preset=preset,
+                      batch_size=batch_size, train_subset=train_subset, test_subset=test_subset,
+                      device=device.value)
+    out = out or str(Path("runs") / f"ablate-{dataset_name(dataset)}")
+    rows = run_ablation(ac, out, log=lambda m: print(m, file=sys.stderr))
+    sys.stdout.write(table_markdown(rows))
+    print(f"wrote {out}/table.md, table.csv, table.json, tradeoff.png", file=sys.stderr)
 
 
 @app.command(epilog="Example: firecut saliency runs/snn/best.pt --dataset cifar10 --batches 8")

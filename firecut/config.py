@@ -7,6 +7,7 @@ No torch import here: the CLI builds configs before it decides to load anything 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -41,6 +42,7 @@ class ModelConfig:
     levels: int = 4  # clipq: quantisation levels L (conversion is exact in expectation at T=L)
     clip_init: float = 4.0  # clipq: initial clip value theta (activation units)
     keep: list[str] | None = None  # Fire modules kept (None = all)
+    parent: str | None = None  # checkpoint to inherit every fitting tensor from (pruning)
     width: float = 1.0  # channel width multiplier
     dropout: float = 0.0  # before the classifier, probability
 
@@ -115,10 +117,11 @@ class RunConfig:
         return cls(**parts)
 
     def mode(self) -> str:
-        """'cnn', 'snn' (converted from a CNN) or 'snn-scratch': the key presets are chosen by."""
+        """'cnn', 'snn' (from a trained net: converted or pruned) or 'snn-scratch': the key
+        presets are chosen by."""
         if not self.spiking.enabled:
             return "cnn"
-        return "snn" if self.spiking.init else "snn-scratch"
+        return "snn" if (self.spiking.init or self.model.parent) else "snn-scratch"
 
 
 # Presets: overrides per mode, as dotted keys. `quick` is sized for a 2-core CPU and the
@@ -151,12 +154,13 @@ def set_dotted(cfg: RunConfig, key: str, value: Any) -> None:
     setattr(sub, name, value)
 
 
-def apply_preset(cfg: RunConfig, preset: str | None) -> RunConfig:
+def apply_preset(cfg: RunConfig, preset: str | None, mode: str | None = None) -> RunConfig:
+    """Applies the preset's overrides for `mode` (default: the config's own, `cfg.mode()`)."""
     if preset is None:
         return cfg
     if preset not in PRESETS:
         raise FirecutError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
-    for key, value in PRESETS[preset][cfg.mode()].items():
+    for key, value in PRESETS[preset][mode or cfg.mode()].items():
         set_dotted(cfg, key, value)
     return cfg
 
@@ -178,6 +182,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         (cfg.data.train_subset is None or cfg.data.train_subset > 0, "--train-subset must be > 0"),
         (cfg.data.test_subset is None or cfg.data.test_subset > 0, "--test-subset must be > 0"),
         (not (cfg.spiking.init and not cfg.spiking.enabled), "--init converts a CNN into an SNN: drop --cnn"),
+        (not (cfg.spiking.init and cfg.model.parent),
+         "give --init (convert a CNN) or --parent (prune a trained net), not both"),
     ]
     for ok, message in checks:
         if not ok:
@@ -197,3 +203,11 @@ def load_yaml(path: Path) -> RunConfig:
     if not isinstance(d, dict):
         raise FirecutError(f"{path}: not a firecut config (expected a mapping)")
     return RunConfig.from_dict(d)
+
+
+def child_of(mc: ModelConfig, sc: SpikingConfig, parent: str,
+             keep: list[str] | None = None) -> tuple[ModelConfig, SpikingConfig]:
+    """Configs of a network pruned from `parent` (whose configs are mc, sc): the parent's
+    architecture and neurons, `keep` modules, no conversion (its beta fixed, not re-derived)."""
+    child_mc = dataclasses.replace(mc, parent=parent, keep=list(keep) if keep is not None else mc.keep)
+    return child_mc, dataclasses.replace(sc, init=None, beta=sc.resolved_beta())

@@ -26,6 +26,7 @@ from firecut.data import DeviceLoader, ImageData, dataset_name, load_data
 from firecut.energy import EnergyModel, OpCounter
 from firecut.errors import FirecutError
 from firecut.network import build_network, count_params, to_spiking
+from firecut.prune import inherit
 from firecut.runs import RunFolder
 from firecut.spiking import SpikingNet, balance_thresholds
 
@@ -231,6 +232,25 @@ def _init_from_cnn(cfg: RunConfig, data: ImageData, device: torch.device, progre
     return mc, to_spiking(cnn, cfg.spiking, data.image_size, thresholds), (mean, std)
 
 
+def _from_parent(cfg: RunConfig, data: ImageData, device: torch.device, progress: Progress):
+    """Builds the (pruned) network of `cfg` and inherits every fitting tensor of `model.parent`."""
+    ckpt = load_checkpoint(cfg.model.parent)
+    pmc, psc = configs_of(ckpt)
+    problems = [f"{what}: parent {p!r}, asked {a!r}" for what, p, a in (
+        ("model", pmc.name, cfg.model.name), ("act", pmc.act, cfg.model.act),
+        ("width", pmc.width, cfg.model.width), ("spiking", psc.enabled, cfg.spiking.enabled),
+        ("classes", ckpt["arch"]["num_classes"], data.num_classes),
+        ("image size", ckpt["arch"]["image_size"], data.image_size)) if p != a]
+    if problems:
+        raise FirecutError(f"--parent {cfg.model.parent} does not fit this run ({'; '.join(problems)})")
+    model = build_network(cfg.model, cfg.spiking, data.num_classes, data.image_size)
+    remade = inherit(model, ckpt["state_dict"])
+    convs = sorted({n.rsplit(".", 1)[0] for n in remade})
+    progress.log(f"inherited {len(model.state_dict()) - len(remade)} tensors from "
+                 f"{cfg.model.parent}; re-made {', '.join(convs) or 'none'}")
+    return model.to(device), (ckpt["norm"]["mean"], ckpt["norm"]["std"])
+
+
 def fit(cfg: RunConfig, out: str, restart: bool = False, show_progress: bool = True) -> dict[str, Any]:
     """Trains per `cfg` into run folder `out`; resumes from its last.pt; returns the summary."""
     run = RunFolder(out)
@@ -249,6 +269,8 @@ def fit(cfg: RunConfig, out: str, restart: bool = False, show_progress: bool = T
         mc, _ = configs_of(ckpt)
         model = model_from_checkpoint(ckpt).to(device)
         mean, std = ckpt["norm"]["mean"], ckpt["norm"]["std"]
+    elif cfg.model.parent:
+        model, (mean, std) = _from_parent(cfg, data, device, progress)
     elif cfg.spiking.enabled and cfg.spiking.init:
         mc, model, (mean, std) = _init_from_cnn(cfg, data, device, progress)
     else:
@@ -363,7 +385,7 @@ def summarise(model: nn.Module, metrics: dict[str, Any], *, mc, cfg_spiking, dat
         "test_loss": metrics["loss"],
         "act": mc.act,
         "keep": list(model_keep(model)),
-        "neuron": {"beta": cfg_spiking.resolved_beta(), "surrogate": cfg_spiking.surrogate,
+        "neuron": {"beta": float(model.neurons()[0].beta), "surrogate": cfg_spiking.surrogate,
                    "reset": cfg_spiking.reset, "v_init": cfg_spiking.v_init,
                    "learn_threshold": cfg_spiking.learn_threshold} if spiking else None,
         "firecut_version": firecut.__version__,

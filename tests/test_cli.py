@@ -9,7 +9,7 @@ import torch
 
 from conftest import assert_user_error, run_cli, shared_file
 
-COMMANDS = ["train", "evaluate", "models", "saliency", "schedules list", "schedules show",
+COMMANDS = ["train", "evaluate", "models", "ablate", "saliency", "schedules list", "schedules show",
             "schedules validate", "schedules generate"]
 
 

@@ -1,0 +1,262 @@
+"""The Fire-module ablation (the paper's Table 3), from real runs.
+
+    base      the unpruned SNN SqueezeNet: `--base CKPT`, or trained here by the spine's pipeline
+              (CNN -> convert -> fine-tune) into OUT/base-cnn and OUT/base-snn
+    schedule  pruned from the base (every fitting tensor inherited, re-wired convs re-made) and
+              fine-tuned F epochs, or trained from scratch E epochs (`--from-scratch`); evaluated
+              on the test split with AC/MAC counted; one run folder each: OUT/schedules/NAME-sSEED
+    table     OUT/table.md (Table 3's layout), table.csv, table.json, tradeoff.png
+
+Every step is a resumable run folder, so a killed ablation re-run with the same OUT keeps every
+finished schedule and ends with the same table. OUT/ablate.yaml records the settings; an OUT
+holding an ablation with other settings is refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import statistics
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from firecut.config import ModelConfig, RunConfig, SpikingConfig, apply_preset, child_of, validate
+from firecut.errors import FirecutError
+from firecut.schedules import FIRE_NAMES, Schedule, load_schedules
+
+# The paper's Table 3 (acc, energy mJ), drawn as a reference series in tradeoff.png only.
+PAPER_TABLE3 = {"Baseline": (0.75, 0.0355), "Head-1": (0.77, 0.0241), "Head-2": (0.77, 0.0257),
+                "Tail-1": (0.78, 0.0304), "Tail-2": (0.79, 0.0291), "Alt-1": (0.79, 0.0260),
+                "Alt-2": (0.76, 0.0226), "Ref-1": (0.81, 0.0295), "Ref-2": (0.79, 0.0279)}
+
+
+@dataclass
+class AblateConfig:
+    dataset: str
+    root: str
+    schedules: str = "paper.yaml"  # a schedule file (a bare name: a shipped one)
+    base: str | None = None  # a trained unpruned SNN checkpoint; None = train one here
+    seeds: int = 1  # fine-tunes per schedule (seeds 0..N-1)
+    epochs: int | None = None  # base CNN epochs (and per-schedule epochs with from_scratch)
+    finetune_epochs: int | None = None  # per-schedule fine-tuning (and the base SNN's) epochs
+    from_scratch: bool = False  # train each schedule from scratch instead of pruning the base
+    timesteps: int | None = None  # T [default: the preset's]
+    preset: str | None = "quick"
+    batch_size: int | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    width: float = 1.0  # channel width multiplier (tests)
+    device: str = "auto"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+
+
+def _run_config(ac: AblateConfig, mode: str, seed: int = 0) -> RunConfig:
+    """A RunConfig for one step: 'cnn', 'snn' (from a trained net) or 'snn-scratch'."""
+    cfg = RunConfig()
+    cfg.spiking.enabled = mode != "cnn"
+    apply_preset(cfg, ac.preset, mode)
+    cfg.data.dataset, cfg.data.root = ac.dataset, ac.root
+    cfg.data.train_subset, cfg.data.test_subset = ac.train_subset, ac.test_subset
+    cfg.model.width = ac.width
+    cfg.train.seed, cfg.train.device = seed, ac.device
+    epochs = ac.finetune_epochs if mode == "snn" else ac.epochs
+    if epochs is not None:
+        cfg.train.epochs = epochs
+    for value, section, key in ((ac.timesteps, "spiking", "timesteps"),
+                                (ac.batch_size, "train", "batch_size")):
+        if value is not None:
+            setattr(getattr(cfg, section), key, value)
+    return cfg
+
+
+def check_settings(ac: AblateConfig, out: Path) -> None:
+    """Records the settings in OUT/ablate.yaml; refuses an OUT holding other settings."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "ablate.yaml"
+    mine = {k: v for k, v in asdict(ac).items() if k != "device"}
+    if path.is_file():
+        old = yaml.safe_load(path.read_text()) or {}
+        diff = sorted(k for k in set(old) | set(mine) if old.get(k) != mine.get(k))
+        if diff:
+            raise FirecutError(f"{out} holds an ablation with different settings ({', '.join(diff)}); "
+                               "use another --out")
+    else:
+        path.write_text(yaml.safe_dump(mine, sort_keys=False))
+
+
+def train_base(ac: AblateConfig, out: Path, fit: Callable, log: Callable[[str], None]) -> str:
+    """The unpruned SNN: CNN (E epochs) -> convert -> fine-tune (F epochs). Returns its checkpoint."""
+    log("base: training the CNN")
+    cnn = validate(_run_config(ac, "cnn"))
+    fit(cnn, str(out / "base-cnn"))
+    log("base: converting to an SNN and fine-tuning")
+    snn = _run_config(ac, "snn")
+    snn.spiking.init = str(out / "base-cnn" / "best.pt")
+    snn.model = ModelConfig(**asdict(cnn.model))  # the converted net keeps the CNN's activation
+    fit(validate(snn), str(out / "base-snn"))
+    return str(out / "base-snn" / "last.pt")
+
+
+def check_base(ac: AblateConfig, base: str) -> tuple[ModelConfig, SpikingConfig]:
+    """A --base must be an unpruned spiking SqueezeNet trained on this dataset."""
+    from firecut.checkpoint import configs_of, load_checkpoint
+    from firecut.data import dataset_name, num_classes_of
+
+    ckpt = load_checkpoint(base)
+    mc, sc = configs_of(ckpt)
+    if mc.name != "squeezenet" or not sc.enabled:
+        raise FirecutError(f"--base {base} is a {'spiking ' if sc.enabled else ''}{mc.name}; the "
+                           "ablation needs a spiking squeezenet (firecut train --init CNN.pt)")
+    if mc.keep is not None and len(mc.keep) != len(FIRE_NAMES):
+        raise FirecutError(f"--base {base} is already pruned ({', '.join(mc.keep)}); "
+                           "give the unpruned net")
+    same_data = ckpt.get("dataset") == dataset_name(ac.dataset)
+    if ckpt["arch"]["num_classes"] != num_classes_of(ac.dataset) or not same_data:
+        raise FirecutError(f"--base {base} was trained on {ckpt.get('dataset')} "
+                           f"({ckpt['arch']['num_classes']} classes), not {dataset_name(ac.dataset)}; "
+                           "give a base trained on this dataset")
+    return mc, sc
+
+
+def run_schedule(ac: AblateConfig, sched: Schedule, seed: int, base: str | None,
+                 base_cfgs: tuple[ModelConfig, SpikingConfig] | None, out: Path,
+                 fit: Callable) -> dict[str, Any]:
+    if ac.from_scratch or base_cfgs is None:
+        cfg = _run_config(ac, "snn-scratch", seed)
+        cfg.model.keep = list(sched.keep)
+    else:
+        cfg = _run_config(ac, "snn", seed)
+        timesteps = cfg.spiking.timesteps
+        cfg.model, cfg.spiking = child_of(*base_cfgs, base, sched.keep)
+        cfg.spiking.timesteps = timesteps
+    summary = fit(validate(cfg), str(out / "schedules" / f"{_slug(sched.name)}-s{seed}"))
+    return {"schedule": sched.name, "keep": list(sched.keep), "seed": seed, **summary}
+
+
+def run_ablation(ac: AblateConfig, out: str | Path, fit: Callable | None = None,
+                 log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Runs (or resumes) every schedule; writes the tables and plot; returns one row per schedule."""
+    from firecut.train import fit as default_fit
+
+    fit = fit or default_fit
+    out = Path(out)
+    if ac.seeds < 1:
+        raise FirecutError("--seeds must be >= 1")
+    schedules = load_schedules(ac.schedules)
+    check_settings(ac, out)
+    base, base_cfgs = None, None
+    if not ac.from_scratch:
+        base = ac.base or train_base(ac, out, fit, log)
+        base_cfgs = check_base(ac, base)
+    runs: list[dict[str, Any]] = []
+    total = len(schedules) * ac.seeds
+    for seed in range(ac.seeds):
+        for i, sched in enumerate(schedules):
+            n = seed * len(schedules) + i + 1
+            note = "  (keeps no Fire module: stem -> classifier)" if not sched.keep else ""
+            log(f"schedule {n}/{total}: {sched.name} [{sched.pattern()}] seed {seed}{note}")
+            runs.append(run_schedule(ac, sched, seed, base, base_cfgs, out, fit))
+    rows = aggregate(runs, schedules)
+    write_tables(rows, runs, out)
+    plot_tradeoff(rows, out / "tradeoff.png")
+    return rows
+
+
+# ------------------------------------------------------------------------------ tables
+
+METRICS = ("acc", "f1", "ac", "mac", "energy_mj", "firing_rate", "train_seconds")
+
+
+def aggregate(runs: list[dict[str, Any]], schedules: list[Schedule]) -> list[dict[str, Any]]:
+    """One row per schedule: mean and std over seeds of each metric, and the per-seed values."""
+    rows = []
+    for sched in schedules:
+        mine = [r for r in runs if r["schedule"] == sched.name]
+        row: dict[str, Any] = {"schedule": sched.name, "keep": list(sched.keep),
+                               "params": mine[0]["params"], "epochs": mine[0]["epochs"],
+                               "timesteps": mine[0]["timesteps"], "seeds": len(mine)}
+        for m in METRICS:
+            values = [float(r[m] or 0.0) for r in mine]
+            row[m] = statistics.fmean(values)
+            row[m + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+            row[m + "_per_seed"] = values
+        rows.append(row)
+    return rows
+
+
+def _pm(row: dict[str, Any], key: str, fmt: str) -> str:
+    text = format(row[key], fmt)
+    return text + (" ± " + format(row[key + "_std"], fmt) if row["seeds"] > 1 else "")
+
+
+def table_markdown(rows: list[dict[str, Any]]) -> str:
+    head = "| Schedule | " + " | ".join(f"F{m[4:]}" for m in FIRE_NAMES) + " | Acc | Params | Energy (mJ) |"
+    lines = [head, "|" + "---|" * (len(FIRE_NAMES) + 4)]
+    for r in rows:
+        marks = " | ".join("✓" if m in r["keep"] else "–" for m in FIRE_NAMES)
+        lines.append(f"| {r['schedule']} | {marks} | {_pm(r, 'acc', '.4f')} | {r['params']:,} | "
+                     f"{_pm(r, 'energy_mj', '.5f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_tables(rows: list[dict[str, Any]], runs: list[dict[str, Any]], out: Path) -> None:
+    from firecut.runs import atomic_write_text
+
+    atomic_write_text(out / "table.md", table_markdown(rows))
+    keys = ["schedule", "keep", "params", "epochs", "timesteps", "seeds"] + [
+        k for m in METRICS for k in (m, m + "_std")]
+    with (out / ".table.csv.tmp").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "keep": " ".join(r["keep"])})
+    (out / ".table.csv.tmp").replace(out / "table.csv")
+    per_run = [{k: v for k, v in r.items() if k != "layers"} for r in runs]
+    atomic_write_text(out / "table.json", json.dumps({"schedules": rows, "runs": per_run}, indent=2) + "\n")
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points (energy, acc) that no other point beats on both (lower energy, higher acc)."""
+    front = []
+    for i, (e, a) in enumerate(points):
+        dominated = any((e2 <= e and a2 >= a) and (e2 < e or a2 > a)
+                        for j, (e2, a2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return front
+
+
+def plot_tradeoff(rows: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pts = [(r["energy_mj"], r["acc"]) for r in rows]
+    front = sorted(pareto_front(pts), key=lambda i: pts[i][0])
+    fig, ax = plt.subplots(figsize=(7, 5))
+    ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", label="firecut (measured)")
+    for r, (e, a) in zip(rows, pts, strict=True):
+        ax.annotate(r["schedule"], (e, a), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], color="tab:blue", lw=1,
+            ls="--", label="Pareto front")
+    paper = [(PAPER_TABLE3[r["schedule"]], r["schedule"]) for r in rows if r["schedule"] in PAPER_TABLE3]
+    if paper:
+        ax.scatter([p[0][1] for p in paper], [p[0][0] for p in paper], marker="x", color="tab:gray",
+                   label="paper, Table 3 (reference)")
+    ax.set_xlabel("energy per image (mJ)")
+    ax.set_ylabel("test accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name("." + path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,137 @@
+"""The Fire-module ablation: tables, resume after a kill between schedules, refusals, real data."""
+
+import json
+
+import pytest
+
+from firecut import ablate as A
+from firecut.errors import FirecutError
+from firecut.schedules import FIRE_NAMES
+
+from conftest import assert_user_error, run_cli, shared_file
+
+SCHEDULES = """\
+- name: Full
+  keep: [fire2, fire3, fire4, fire5, fire6, fire7, fire8, fire9]
+- name: Ref-1
+  keep: [fire4, fire6, fire8, fire9]
+- name: Empty
+  keep: []
+"""
+
+
+def small(tmp_path, **kw) -> A.AblateConfig:
+    (tmp_path / "s.yaml").write_text(SCHEDULES)
+    base = dict(dataset="synthetic", root="", schedules=str(tmp_path / "s.yaml"), epochs=1,
+                finetune_epochs=1, batch_size=64, width=0.25, device="cpu", timesteps=2)
+    return A.AblateConfig(**{**base, **kw})
+
+
+def quiet_fit(cfg, out):
+    from firecut.train import fit
+
+    return fit(cfg, out, show_progress=False)
+
+
+def test_ablation_resumes_after_a_kill_between_schedules(tmp_path, monkeypatch):
+    logs = []
+    rows = A.run_ablation(small(tmp_path), tmp_path / "whole", fit=quiet_fit, log=logs.append)
+    assert [r["schedule"] for r in rows] == ["Full", "Ref-1", "Empty"]
+    assert any("keeps no Fire module" in m for m in logs)  # an empty schedule runs, and says so
+    assert rows[0]["params"] > rows[1]["params"] > rows[2]["params"]
+    table = (tmp_path / "whole" / "table.md").read_text()
+    assert "| Ref-1 | – | – | ✓ | – | ✓ | – | ✓ | ✓ |" in table
+
+    real, calls = A.run_schedule, []
+
+    def killed_before_the_third(*a, **k):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(A, "run_schedule", killed_before_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        A.run_ablation(small(tmp_path), tmp_path / "cut", fit=quiet_fit, log=lambda m: None)
+    assert not (tmp_path / "cut" / "table.md").exists()  # no partial table that looks whole
+    monkeypatch.setattr(A, "run_schedule", real)
+    trained = []
+
+    def counting_fit(cfg, out):
+        from firecut.runs import RunFolder
+
+        if not RunFolder(out).complete:
+            trained.append(out)
+        return quiet_fit(cfg, out)
+
+    A.run_ablation(small(tmp_path), tmp_path / "cut", fit=counting_fit, log=lambda m: None)
+    assert [p.split("/")[-1] for p in trained] == ["Empty-s0"]  # finished work was kept
+    assert (tmp_path / "cut" / "table.md").read_text() == table
+    data = json.loads((tmp_path / "cut" / "table.json").read_text())
+    metrics = {"acc", "f1", "ac", "mac", "energy_mj", "firing_rate", "train_seconds"}
+    assert metrics <= set(data["schedules"][0])
+    assert (tmp_path / "cut" / "tradeoff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_other_settings_in_out_are_refused(tmp_path):
+    A.check_settings(small(tmp_path), tmp_path / "o")
+    with pytest.raises(FirecutError, match="different settings.*finetune_epochs"):
+        A.check_settings(small(tmp_path, finetune_epochs=3), tmp_path / "o")
+
+
+def test_a_pruned_base_or_one_of_another_dataset_is_refused(tmp_path):
+    import numpy as np
+
+    A.run_ablation(small(tmp_path, from_scratch=True), tmp_path / "scratch", fit=quiet_fit,
+                   log=lambda m: None)
+    runs = tmp_path / "scratch" / "schedules"
+    with pytest.raises(FirecutError, match="already pruned"):
+        A.check_base(small(tmp_path), str(runs / "Ref-1-s0" / "last.pt"))
+    A.check_base(small(tmp_path), str(runs / "Full-s0" / "last.pt"))  # unpruned, same data: fine
+    other = tmp_path / "other.npz"
+    np.savez(other, x_train=np.zeros((10, 32, 32, 3), np.uint8), y_train=np.arange(10),
+             x_test=np.zeros((10, 32, 32, 3), np.uint8), y_test=np.arange(10))
+    with pytest.raises(FirecutError, match="trained on synthetic"):
+        A.check_base(small(tmp_path, dataset=str(other)), str(runs / "Full-s0" / "last.pt"))
+
+
+def test_seeds_give_mean_and_std():
+    runs = [{"schedule": "A", "params": 10, "epochs": 1, "timesteps": 4, "acc": a, "f1": 0.5, "ac": 1.0,
+             "mac": 2.0, "energy_mj": 0.01, "firing_rate": 0.1, "train_seconds": 3.0} for a in (0.5, 0.7)]
+    from firecut.schedules import Schedule
+
+    (row,) = A.aggregate(runs, [Schedule("A", FIRE_NAMES)])
+    assert row["acc"] == pytest.approx(0.6) and row["acc_std"] == pytest.approx(0.1414, rel=1e-3)
+    assert row["acc_per_seed"] == [0.5, 0.7]
+    assert "0.6000 ± 0.1414" in A.table_markdown([row])
+
+
+def test_pareto_front():
+    pts = [(1.0, 0.5), (2.0, 0.6), (1.5, 0.4), (3.0, 0.6), (0.5, 0.3)]
+    assert A.pareto_front(pts) == [0, 1, 4]
+
+
+def test_ablate_cli_on_real_cifar10(tmp_path):
+    data = shared_file("cifar10-sub.npz")
+    (tmp_path / "two.yaml").write_text("- name: Baseline\n  drop: []\n- name: Alt-2\n"
+                                       "  keep: [fire3, fire5, fire7, fire9]\n")
+    args = ["ablate", "--dataset", data, "--schedules", tmp_path / "two.yaml", "--train-subset", 300,
+            "--test-subset", 100, "--epochs", 1, "--finetune-epochs", 1, "--batch-size", 50,
+            "--out", tmp_path / "abl"]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert "schedule 2/2: Alt-2" in proc.stderr
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("| Baseline") or l.startswith("| Alt-2")]
+    assert lines[0].startswith("| Baseline | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ | ✓ |") and "736,458" in lines[0]
+    assert lines[1].startswith("| Alt-2 | – | ✓ | – | ✓ | – | ✓ | – | ✓ |") and "362,058" in lines[1]
+    table = json.loads((tmp_path / "abl" / "table.json").read_text())["schedules"]
+    for row in table:
+        assert row["ac"] > 0 and row["mac"] == 32 * 32 * 64 * 27 and 0 <= row["acc"] <= 1
+        assert row["energy_mj"] == pytest.approx((row["ac"] * 0.9 + row["mac"] * 4.6) * 1e-9)
+    assert table[1]["ac"] < table[0]["ac"]  # half the modules, fewer accumulates
+    again = run_cli(*args)
+    assert again.returncode == 0 and again.stdout == proc.stdout  # resumed: nothing retrained
+    assert_user_error(run_cli(*args[:-2], "--seeds", 2, "--out", tmp_path / "abl"), "different settings")
+    cnn = tmp_path / "abl" / "base-cnn" / "best.pt"
+    assert_user_error(run_cli("ablate", "--dataset", data, "--base", cnn, "--out", tmp_path / "x"),
+                      "needs a spiking squeezenet")
