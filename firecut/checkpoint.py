@@ -84,6 +84,14 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return ckpt
 
 
+def require_fits(ckpt: dict[str, Any], num_classes: int, image_size: int, label: str) -> None:
+    """Refuses a checkpoint trained for another class count or image size than the dataset's."""
+    k, size = ckpt["arch"]["num_classes"], ckpt["arch"]["image_size"]
+    if (k, size) != (num_classes, image_size):
+        raise FirecutError(f"{label} was trained for {k} classes at {size}px, but the dataset has "
+                           f"{num_classes} at {image_size}px; give a checkpoint trained on this dataset")
+
+
 def configs_of(ckpt: dict[str, Any]) -> tuple[ModelConfig, SpikingConfig]:
     arch = ckpt["arch"]
     return ModelConfig(**arch["model"]), SpikingConfig(**arch["spiking"])

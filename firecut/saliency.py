@@ -124,7 +124,7 @@ def _op_shares(model: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor)
 def saliency_of_checkpoint(path: str, dataset: str, root: str, *, batches: int = 8,
                            batch_size: int = 128, device: str = "auto", seed: int = 0) -> dict[str, Any]:
     """Loads a checkpoint and ranks its Fire modules on `batches` training batches of `dataset`."""
-    from firecut.checkpoint import load_checkpoint, model_from_checkpoint
+    from firecut.checkpoint import load_checkpoint, model_from_checkpoint, require_fits
     from firecut.data import DeviceLoader, dataset_name, load_data
     from firecut.train import resolve_device
 
@@ -133,10 +133,7 @@ def saliency_of_checkpoint(path: str, dataset: str, root: str, *, batches: int =
     ckpt = load_checkpoint(path)
     dev = resolve_device(device)
     data = load_data(dataset, root, test_subset=1)
-    if ckpt["arch"]["num_classes"] != data.num_classes or ckpt["arch"]["image_size"] != data.image_size:
-        raise FirecutError(f"{path} was trained for {ckpt['arch']['num_classes']} classes at "
-                           f"{ckpt['arch']['image_size']}px; {dataset} has {data.num_classes} at "
-                           f"{data.image_size}px")
+    require_fits(ckpt, data.num_classes, data.image_size, str(path))
     model = model_from_checkpoint(ckpt).to(dev)
     loader = DeviceLoader(data.x_train, data.y_train, batch_size, ckpt["norm"]["mean"],
                           ckpt["norm"]["std"], dev, train=True, augment=False, seed=seed)

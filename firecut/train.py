@@ -20,7 +20,7 @@ from torch import nn
 
 import firecut
 from firecut.checkpoint import (configs_of, load_checkpoint, make_checkpoint,
-                                model_from_checkpoint, save_checkpoint)
+                                model_from_checkpoint, require_fits, save_checkpoint)
 from firecut.config import RunConfig
 from firecut.data import DeviceLoader, ImageData, dataset_name, load_data
 from firecut.energy import EnergyModel, OpCounter
@@ -209,11 +209,7 @@ def _init_from_cnn(cfg: RunConfig, data: ImageData, device: torch.device, progre
     if sc.enabled:
         raise FirecutError(f"--init {cfg.spiking.init} is already a spiking net; "
                            "give the checkpoint of a CNN")
-    if ckpt["arch"]["num_classes"] != data.num_classes or ckpt["arch"]["image_size"] != data.image_size:
-        raise FirecutError(
-            f"--init {cfg.spiking.init} was trained for {ckpt['arch']['num_classes']} classes at "
-            f"{ckpt['arch']['image_size']}px, but the dataset has {data.num_classes} at "
-            f"{data.image_size}px; give a CNN trained on this dataset")
+    require_fits(ckpt, data.num_classes, data.image_size, f"--init {cfg.spiking.init}")
     if mc.name != cfg.model.name:
         raise FirecutError(f"--init {cfg.spiking.init} is a '{mc.name}', not a '{cfg.model.name}'; "
                            f"pass --model {mc.name}")
@@ -235,12 +231,12 @@ def _init_from_cnn(cfg: RunConfig, data: ImageData, device: torch.device, progre
 def _from_parent(cfg: RunConfig, data: ImageData, device: torch.device, progress: Progress):
     """Builds the (pruned) network of `cfg` and inherits every fitting tensor of `model.parent`."""
     ckpt = load_checkpoint(cfg.model.parent)
+    require_fits(ckpt, data.num_classes, data.image_size, f"--parent {cfg.model.parent}")
     pmc, psc = configs_of(ckpt)
     problems = [f"{what}: parent {p!r}, asked {a!r}" for what, p, a in (
         ("model", pmc.name, cfg.model.name), ("act", pmc.act, cfg.model.act),
-        ("width", pmc.width, cfg.model.width), ("spiking", psc.enabled, cfg.spiking.enabled),
-        ("classes", ckpt["arch"]["num_classes"], data.num_classes),
-        ("image size", ckpt["arch"]["image_size"], data.image_size)) if p != a]
+        ("width", pmc.width, cfg.model.width), ("spiking", psc.enabled, cfg.spiking.enabled))
+        if p != a]
     if problems:
         raise FirecutError(f"--parent {cfg.model.parent} does not fit this run ({'; '.join(problems)})")
     model = build_network(cfg.model, cfg.spiking, data.num_classes, data.image_size)
@@ -405,10 +401,7 @@ def evaluate_checkpoint(path: str, dataset: str, root: str, *, timesteps: int | 
     ckpt = load_checkpoint(path)
     dev = resolve_device(device)
     data = load_data(dataset, root, test_subset=test_subset, train_subset=1)
-    if ckpt["arch"]["num_classes"] != data.num_classes or ckpt["arch"]["image_size"] != data.image_size:
-        raise FirecutError(f"{path} was trained for {ckpt['arch']['num_classes']} classes at "
-                           f"{ckpt['arch']['image_size']}px; {dataset} has {data.num_classes} at "
-                           f"{data.image_size}px")
+    require_fits(ckpt, data.num_classes, data.image_size, str(path))
     model = model_from_checkpoint(ckpt).to(dev)
     if timesteps is not None:
         if not isinstance(model, SpikingNet):

@@ -159,3 +159,19 @@ def test_config_yaml_round_trip_and_unknown_keys(tmp_path):
     (tmp_path / "bad.yaml").write_text("train: {epochz: 3}\n")
     with pytest.raises(FirecutError, match="epochz"):
         load_yaml(tmp_path / "bad.yaml")
+
+
+def test_a_checkpoint_for_another_dataset_shape_is_refused(tmp_path):
+    import numpy as np
+
+    T.fit(tiny_cfg(epochs=1), str(tmp_path / "r"), show_progress=False)
+    big = tmp_path / "big.npz"
+    np.savez(big, x_train=np.zeros((4, 64, 64, 3), np.uint8), y_train=np.arange(4) % 2,
+             x_test=np.zeros((4, 64, 64, 3), np.uint8), y_test=np.arange(4) % 2)
+    with pytest.raises(FirecutError, match="trained for 10 classes at 32px, but the dataset has 2 at 64px"):
+        T.evaluate_checkpoint(str(tmp_path / "r" / "best.pt"), str(big), "", device="cpu")
+    cfg = tiny_cfg(epochs=1)
+    cfg.data.dataset = str(big)
+    cfg.spiking.enabled, cfg.spiking.init = True, str(tmp_path / "r" / "best.pt")
+    with pytest.raises(FirecutError, match="--init .* trained for 10 classes"):
+        T.fit(validate(cfg), str(tmp_path / "snn"), show_progress=False)
