@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Optional
@@ -30,6 +31,17 @@ class Device(str, Enum):
     auto = "auto"
     cpu = "cpu"
     cuda = "cuda"
+
+
+@contextmanager
+def _resumable(out: str):
+    """Ctrl-C during a long run: say where the finished work is and how to resume (exit 130)."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"firecut: interrupted; finished work is saved in {out}: re-run the same command "
+              "to resume", file=sys.stderr)
+        raise typer.Exit(130) from None
 
 
 def _default_out(model: str, dataset: str, mode: str, timesteps: int, seed: int) -> str:
@@ -104,7 +116,8 @@ def train(
     from firecut.train import fit
 
     out = out or _default_out(model, dataset, cfg.mode(), cfg.spiking.timesteps, cfg.train.seed)
-    summary = fit(cfg, out, restart=not resume, show_progress=not quiet)
+    with _resumable(out):
+        summary = fit(cfg, out, restart=not resume, show_progress=not quiet)
     _print_json(summary)
     print(f"wrote {Path(out) / 'summary.json'}", file=sys.stderr)
 
@@ -247,7 +260,8 @@ def ablate(
                       batch_size=batch_size, train_subset=train_subset, test_subset=test_subset,
                       device=device.value)
     out = out or str(Path("runs") / f"ablate-{dataset_name(dataset)}")
-    rows = run_ablation(ac, out, log=lambda m: print(m, file=sys.stderr))
+    with _resumable(out):
+        rows = run_ablation(ac, out, log=lambda m: print(m, file=sys.stderr))
     sys.stdout.write(table_markdown(rows))
     print(f"wrote {out}/table.md, table.csv, table.json, tradeoff.png", file=sys.stderr)
 
@@ -393,8 +407,8 @@ def main() -> None:
     except FirecutError as e:
         print(f"firecut: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("firecut: interrupted; re-run the same command to resume", file=sys.stderr)
+    except KeyboardInterrupt:  # outside a command (typer turns one inside into exit 130)
+        print("firecut: interrupted", file=sys.stderr)
         sys.exit(130)
 
 

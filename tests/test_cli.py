@@ -159,3 +159,28 @@ def test_tiny_imagenet_runs_at_64px_with_four_times_the_encoding_macs(tmp_path):
     s = json.loads(proc.stdout)
     assert s["mac"] == 4 * STEM_MACS_32 and s["ac"] > 0
     assert s["params"] == 833_928 and s["test_images"] == 100
+
+
+def test_ctrl_c_says_how_to_resume_and_the_rerun_resumes(tmp_path):
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "firecut", "train", "--dataset", "synthetic", "--epochs", "12",
+           "--quiet", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 120
+    while not (out / "metrics.csv").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "interrupted; finished work is saved in" in err and "Traceback" not in err
+    assert not (out / "summary.json").exists()
+    done = len((out / "metrics.csv").read_text().splitlines()) - 1
+    again = run_cli("train", "--dataset", "synthetic", "--epochs", 12, "--quiet", "--out", out)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming {out} after epoch {done}/12" in again.stderr
+    assert json.loads(again.stdout)["epochs"] == 12
