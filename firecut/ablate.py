@@ -15,6 +15,7 @@ holding an ablation with other settings is refused.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 import statistics
@@ -24,8 +25,9 @@ from typing import Any, Callable
 
 import yaml
 
-from firecut.config import ModelConfig, RunConfig, SpikingConfig, apply_preset, child_of, validate
+from firecut.config import PRESETS, ModelConfig, RunConfig, SpikingConfig, apply_preset, child_of, validate
 from firecut.errors import FirecutError
+from firecut.runs import atomic_write_bytes, atomic_write_text
 from firecut.schedules import FIRE_NAMES, Schedule, load_schedules
 
 # The paper's Table 3 (acc, energy mJ), drawn as a reference series in tradeoff.png only.
@@ -74,6 +76,18 @@ def _run_config(ac: AblateConfig, mode: str, seed: int = 0) -> RunConfig:
         if value is not None:
             setattr(getattr(cfg, section), key, value)
     return cfg
+
+
+def check_values(ac: AblateConfig) -> None:
+    """Refuses impossible settings before anything is written to OUT."""
+    if ac.preset is not None and ac.preset not in PRESETS:
+        raise FirecutError(f"unknown preset '{ac.preset}'; choose one of: {', '.join(PRESETS)}")
+    if ac.seeds < 1:
+        raise FirecutError("--seeds must be >= 1")
+    for flag, v in (("--epochs", ac.epochs), ("--finetune-epochs", ac.finetune_epochs),
+                    ("--timesteps", ac.timesteps), ("--batch-size", ac.batch_size)):
+        if v is not None and v < 1:
+            raise FirecutError(f"{flag} must be >= 1")
 
 
 def check_settings(ac: AblateConfig, out: Path) -> None:
@@ -147,8 +161,7 @@ def run_ablation(ac: AblateConfig, out: str | Path, fit: Callable | None = None,
 
     fit = fit or default_fit
     out = Path(out)
-    if ac.seeds < 1:
-        raise FirecutError("--seeds must be >= 1")
+    check_values(ac)
     schedules = load_schedules(ac.schedules)
     check_settings(ac, out)
     base, base_cfgs = None, None
@@ -207,17 +220,15 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def write_tables(rows: list[dict[str, Any]], runs: list[dict[str, Any]], out: Path) -> None:
-    from firecut.runs import atomic_write_text
-
     atomic_write_text(out / "table.md", table_markdown(rows))
     keys = ["schedule", "keep", "params", "epochs", "timesteps", "seeds"] + [
         k for m in METRICS for k in (m, m + "_std")]
-    with (out / ".table.csv.tmp").open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({**r, "keep": " ".join(r["keep"])})
-    (out / ".table.csv.tmp").replace(out / "table.csv")
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({**r, "keep": " ".join(r["keep"])})
+    atomic_write_text(out / "table.csv", buf.getvalue())
     per_run = [{k: v for k, v in r.items() if k != "layers"} for r in runs]
     atomic_write_text(out / "table.json", json.dumps({"schedules": rows, "runs": per_run}, indent=2) + "\n")
 
@@ -256,7 +267,5 @@ def plot_tradeoff(rows: list[dict[str, Any]], path: Path) -> None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name("." + path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=120)
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
-    tmp.replace(path)

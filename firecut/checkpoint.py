@@ -8,7 +8,6 @@ and (for resuming) optimiser, scheduler and epoch.
 from __future__ import annotations
 
 import os
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -20,28 +19,10 @@ import firecut
 from firecut.config import ModelConfig, SpikingConfig
 from firecut.errors import FirecutError
 from firecut.network import build_network
+from firecut.runs import atomic_write_bytes
 
 FORMAT = "firecut-checkpoint"
 FORMAT_VERSION = 1
-
-
-def atomic_write_bytes(path: Path, writer) -> None:
-    """Calls writer(file) on a temp file in the same folder, then renames it over `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a checkpoint is an ordinary file
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def make_checkpoint(model: nn.Module, mc: ModelConfig, sc: SpikingConfig, *, classes: list[str],

@@ -246,14 +246,9 @@ def ablate(
     the same command resumes: every finished schedule is kept.
     """
     from firecut.ablate import AblateConfig, run_ablation, table_markdown
-    from firecut.config import PRESETS, default_data_root
+    from firecut.config import default_data_root
     from firecut.data import dataset_name
 
-    if preset not in PRESETS:
-        raise FirecutError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
-    for flag, v in (("--epochs", epochs), ("--finetune-epochs", finetune_epochs), ("--timesteps", timesteps)):
-        if v is not None and v < 1:
-            raise FirecutError(f"{flag} must be >= 1")
     ac = AblateConfig(dataset=dataset, root=data_root or default_data_root(), schedules=schedules,
                       base=base, seeds=seeds, epochs=epochs, finetune_epochs=finetune_epochs,
                       from_scratch=from_scratch, timesteps=timesteps, preset=preset,
@@ -281,8 +276,8 @@ def saliency(
     Also measures the exact loss increase with each module's output removed, and the rank
     correlation between the two. Feed the JSON to `firecut schedules generate --family ref`.
     """
-    from firecut.checkpoint import atomic_write_bytes
     from firecut.config import default_data_root
+    from firecut.runs import atomic_write_text
     from firecut.saliency import format_ranking, saliency_of_checkpoint
 
     result = saliency_of_checkpoint(checkpoint, dataset, data_root or default_data_root(),
@@ -290,7 +285,7 @@ def saliency(
     print(format_ranking(result))
     out = Path(output) if output else Path(checkpoint).parent / "saliency.json"
     try:
-        atomic_write_bytes(out, lambda f: f.write((json.dumps(result, indent=2) + "\n").encode()))
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     except OSError as e:
         raise FirecutError(f"cannot write {out} ({e.strerror or e})") from None
     print(f"wrote {out}", file=sys.stderr)

@@ -16,8 +16,9 @@ import json
 import os
 import platform
 import sys
+import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import yaml
 
@@ -33,10 +34,28 @@ def _comparable(d: dict[str, Any]) -> dict[str, Any]:
             for s, sec in d.items()}
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+def atomic_write_bytes(path: str | os.PathLike, writer: Callable[[BinaryIO], Any]) -> None:
+    """Calls writer(file) on a temp file in the same folder, then renames it over `path`: a
+    reader sees the old file or the whole new one, never a part."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; these are ordinary files
+    try:
+        with os.fdopen(fd, "wb") as f:
+            writer(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 class RunFolder:

@@ -124,17 +124,12 @@ def _op_shares(model: nn.Module, modules: dict[str, nn.Module], x: torch.Tensor)
 def saliency_of_checkpoint(path: str, dataset: str, root: str, *, batches: int = 8,
                            batch_size: int = 128, device: str = "auto", seed: int = 0) -> dict[str, Any]:
     """Loads a checkpoint and ranks its Fire modules on `batches` training batches of `dataset`."""
-    from firecut.checkpoint import load_checkpoint, model_from_checkpoint, require_fits
-    from firecut.data import DeviceLoader, dataset_name, load_data
-    from firecut.train import resolve_device
+    from firecut.data import DeviceLoader, dataset_name
+    from firecut.train import open_checkpoint
 
     if batches < 1:
         raise FirecutError("--batches must be >= 1")
-    ckpt = load_checkpoint(path)
-    dev = resolve_device(device)
-    data = load_data(dataset, root, test_subset=1)
-    require_fits(ckpt, data.num_classes, data.image_size, str(path))
-    model = model_from_checkpoint(ckpt).to(dev)
+    ckpt, data, model, dev = open_checkpoint(path, dataset, root, device, test_subset=1)
     loader = DeviceLoader(data.x_train, data.y_train, batch_size, ckpt["norm"]["mean"],
                           ckpt["norm"]["std"], dev, train=True, augment=False, seed=seed)
     chosen = [b for _, b in zip(range(batches), loader, strict=False)]

@@ -394,15 +394,22 @@ def model_keep(model: nn.Module) -> tuple[str, ...]:
     return tuple(getattr(net, "keep", ()))
 
 
+def open_checkpoint(path: str, dataset: str, root: str, device: str = "auto", *,
+                    train_subset: int | None = None, test_subset: int | None = None):
+    """A checkpoint, a dataset it fits, and its model on the device: (ckpt, data, model, dev)."""
+    ckpt = load_checkpoint(path)
+    dev = resolve_device(device)
+    data = load_data(dataset, root, train_subset=train_subset, test_subset=test_subset)
+    require_fits(ckpt, data.num_classes, data.image_size, str(path))
+    return ckpt, data, model_from_checkpoint(ckpt).to(dev), dev
+
+
 def evaluate_checkpoint(path: str, dataset: str, root: str, *, timesteps: int | None = None,
                         test_subset: int | None = None, batch_size: int = 256,
                         device: str = "auto", energy: EnergyModel | None = None) -> dict[str, Any]:
     """`firecut evaluate`: the summary.json layout for a checkpoint on `dataset`'s test split."""
-    ckpt = load_checkpoint(path)
-    dev = resolve_device(device)
-    data = load_data(dataset, root, test_subset=test_subset, train_subset=1)
-    require_fits(ckpt, data.num_classes, data.image_size, str(path))
-    model = model_from_checkpoint(ckpt).to(dev)
+    ckpt, data, model, dev = open_checkpoint(path, dataset, root, device, train_subset=1,
+                                             test_subset=test_subset)
     if timesteps is not None:
         if not isinstance(model, SpikingNet):
             raise FirecutError(f"--timesteps applies to spiking nets; {path} is a CNN")

@@ -135,3 +135,12 @@ def test_ablate_cli_on_real_cifar10(tmp_path):
     cnn = tmp_path / "abl" / "base-cnn" / "best.pt"
     assert_user_error(run_cli("ablate", "--dataset", data, "--base", cnn, "--out", tmp_path / "x"),
                       "needs a spiking squeezenet")
+
+
+@pytest.mark.parametrize("over,msg", [(dict(preset="fast"), "unknown preset 'fast'"),
+                                      (dict(finetune_epochs=0), "--finetune-epochs must be >= 1"),
+                                      (dict(seeds=0), "--seeds must be >= 1")])
+def test_impossible_settings_are_refused_before_out_is_touched(tmp_path, over, msg):
+    with pytest.raises(FirecutError, match=msg):
+        A.run_ablation(small(tmp_path, **over), tmp_path / "o", fit=quiet_fit, log=lambda m: None)
+    assert not (tmp_path / "o").exists()
