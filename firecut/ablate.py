@@ -141,7 +141,9 @@ def check_base(ac: AblateConfig, base: str) -> tuple[ModelConfig, SpikingConfig]
 
 def run_schedule(ac: AblateConfig, sched: Schedule, seed: int, base: str | None,
                  base_cfgs: tuple[ModelConfig, SpikingConfig] | None, out: Path,
-                 fit: Callable) -> dict[str, Any]:
+                 fit: Callable, folder: str = "schedules") -> dict[str, Any]:
+    """Prunes the base to `sched.keep` and fine-tunes it (or trains it from scratch) in
+    OUT/FOLDER/NAME-sSEED; returns the run's summary with the schedule's name, keep and seed."""
     if ac.from_scratch or base_cfgs is None:
         cfg = _run_config(ac, "snn-scratch", seed)
         cfg.model.keep = list(sched.keep)
@@ -150,7 +152,7 @@ def run_schedule(ac: AblateConfig, sched: Schedule, seed: int, base: str | None,
         timesteps = cfg.spiking.timesteps
         cfg.model, cfg.spiking = child_of(*base_cfgs, base, sched.keep)
         cfg.spiking.timesteps = timesteps
-    summary = fit(validate(cfg), str(out / "schedules" / f"{_slug(sched.name)}-s{seed}"))
+    summary = fit(validate(cfg), str(out / folder / f"{_slug(sched.name)}-s{seed}"))
     return {"schedule": sched.name, "keep": list(sched.keep), "seed": seed, **summary}
 
 

@@ -12,6 +12,7 @@ normalises whole batches there, with no per-image Python work.
 
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -293,6 +294,12 @@ class DeviceLoader:
         self.std = torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0
         self.channels_last = channels_last
         self.epoch = 0
+
+    def head(self, n: int) -> "DeviceLoader":
+        """The same loader over the first `n` images only (a probe)."""
+        sub = copy.copy(self)
+        sub.x, sub.y = self.x[:n], self.y[:n]
+        return sub
 
     def __len__(self) -> int:
         n = len(self.x)

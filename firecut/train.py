@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import nullcontext
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -247,8 +247,15 @@ def _from_parent(cfg: RunConfig, data: ImageData, device: torch.device, progress
     return model.to(device), (ckpt["norm"]["mean"], ckpt["norm"]["std"])
 
 
-def fit(cfg: RunConfig, out: str, restart: bool = False, show_progress: bool = True) -> dict[str, Any]:
-    """Trains per `cfg` into run folder `out`; resumes from its last.pt; returns the summary."""
+def fit(cfg: RunConfig, out: str, restart: bool = False, show_progress: bool = True,
+        on_epoch: Callable[[int, dict[str, Any], Callable[[], dict[str, Any]]], None] | None = None,
+        ) -> dict[str, Any]:
+    """Trains per `cfg` into run folder `out`; resumes from its last.pt; returns the summary.
+
+    `on_epoch(epoch, metrics, probe)` runs after each epoch's checkpoint is saved (so it may raise
+    to stop the run, e.g. a search's pruner): `metrics` are the epoch's test metrics (with AC/MAC
+    and energy after the last epoch) and `probe()` counts AC/MAC/energy on 256 test images.
+    """
     run = RunFolder(out)
     state = run.open(cfg, restart)
     progress = Progress(show_progress)
@@ -340,6 +347,9 @@ def fit(cfg: RunConfig, out: str, restart: bool = False, show_progress: bool = T
                             run.file("best.pt"))
         save_checkpoint(ckpt, run.file("last.pt"))
         run.log_epoch(row)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, metrics, lambda: evaluate(model, test_loader.head(256), data.num_classes,
+                                                          energy=energy, amp=cfg.train.amp))
 
     if "ac" not in metrics:  # --epochs 0, or resumed after the last checkpoint: count now
         metrics = evaluate(model, test_loader, data.num_classes, energy=energy, amp=cfg.train.amp)

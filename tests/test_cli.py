@@ -9,8 +9,8 @@ import torch
 
 from conftest import assert_user_error, run_cli, shared_file
 
-COMMANDS = ["train", "evaluate", "models", "ablate", "saliency", "schedules list", "schedules show",
-            "schedules validate", "schedules generate"]
+COMMANDS = ["train", "evaluate", "models", "ablate", "search", "saliency",
+            "schedules list", "schedules show", "schedules validate", "schedules generate"]
 
 
 def test_the_command_list_covers_the_app():
@@ -161,7 +161,8 @@ def test_tiny_imagenet_runs_at_64px_with_four_times_the_encoding_macs(tmp_path):
     assert s["params"] == 833_928 and s["test_images"] == 100
 
 
-def test_ctrl_c_says_how_to_resume_and_the_rerun_resumes(tmp_path):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])  # Ctrl-C, and a scheduler's preemption
+def test_ctrl_c_says_how_to_resume_and_the_rerun_resumes(tmp_path, signame):
     import os
     import signal
     import time
@@ -174,7 +175,7 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_resumes(tmp_path):
     deadline = time.time() + 120
     while not (out / "metrics.csv").exists() and time.time() < deadline and proc.poll() is None:
         time.sleep(0.2)
-    os.kill(proc.pid, signal.SIGINT)
+    os.kill(proc.pid, getattr(signal, signame))
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "interrupted; finished work is saved in" in err and "Traceback" not in err

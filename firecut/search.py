@@ -1,0 +1,259 @@
+"""Mask search: which Fire modules to keep, found with Optuna over all 2^8 = 256 keep masks.
+
+    trial      one mask (fire2..fire9 kept = 1 / dropped = 0), pruned from the base SNN (every
+               fitting tensor inherited) and fine-tuned exactly like an ablation schedule, in its
+               own resumable run folder OUT/masks/BITS-sSEED
+    pareto     NSGA-II on (accuracy up, energy_mj down)
+    scalar     TPE on J = acc - lambda * energy_mj / base_energy_mj, reported per epoch (energy
+               counted on 256 test images until the last epoch) to a median pruner
+    seeds      the paper's Table 3 schedules, then the masks keeping the 7, 6, 5 ... most salient
+               modules of the base, are tried first (after any failed mask, which is retried)
+    budget     --trials N counts the masks trained in the study by all its workers together
+
+Several workers share a study; how they divide the trials: firecut/workers.py.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from firecut.ablate import AblateConfig, check_base, train_base
+from firecut.config import PRESETS
+from firecut.errors import FirecutError
+from firecut.masks import ALL_MASKS, bits_of
+from firecut.runs import atomic_write_text
+from firecut.schedules import load_schedules
+from firecut.storage import check_url, default_url, open_storage, redact, storage_errors
+
+
+@dataclass
+class SearchConfig:
+    dataset: str
+    root: str
+    trials: int = 50  # masks trained in the study, all workers together
+    objective: str = "pareto"  # see OBJECTIVES
+    lam: float = 0.2  # scalar: accuracy given up per unit of relative energy
+    max_energy_mj: float | None = None  # best.pt: the most accurate mask at or under this energy
+    base: str | None = None  # a trained unpruned SNN checkpoint; None = train one in OUT
+    storage: str | None = None  # an Optuna storage URL; None = sqlite:///OUT/study.db
+    study: str = "firecut-search"
+    seed: int = 0  # sampler seed and every mask's fine-tuning seed
+    preset: str | None = "quick"
+    epochs: int | None = None  # base CNN epochs
+    finetune_epochs: int | None = None  # per-mask (and base SNN) fine-tuning epochs
+    timesteps: int | None = None
+    batch_size: int | None = None
+    train_subset: int | None = None
+    test_subset: int | None = None
+    width: float = 1.0
+    device: str = "auto"
+    population: int = 12  # NSGA-II population (the seeds fill the first generation)
+    saliency_masks: int = 3  # seeds: keep the 8-1 .. 8-k most salient modules
+    settle_s: float = 1.0  # wait between claiming a mask and checking for a rival claim
+    stale_s: float = 600.0  # a RUNNING trial without a heartbeat for this long is dead
+
+
+# ------------------------------------------------------------------------------ objectives
+
+
+@dataclass(frozen=True)
+class Objective:
+    directions: tuple[str, ...]
+    make_sampler: Callable[[SearchConfig], Any]
+    value: Callable[[dict[str, Any], SearchConfig, float], tuple[float, ...]]  # (metrics, cfg, E_base)
+    prunes: bool
+
+
+def _nsga2(cfg: SearchConfig):
+    import optuna
+
+    return optuna.samplers.NSGAIISampler(population_size=cfg.population, seed=cfg.seed)
+
+
+def _tpe(cfg: SearchConfig):
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=cfg.seed, n_startup_trials=10)
+
+
+OBJECTIVES: dict[str, Objective] = {
+    "pareto": Objective(("maximize", "minimize"), _nsga2,
+                        lambda m, cfg, e0: (m["acc"], m["energy_mj"]), prunes=False),
+    "scalar": Objective(("maximize",), _tpe,
+                        lambda m, cfg, e0: (m["acc"] - cfg.lam * m["energy_mj"] / e0,), prunes=True),
+}
+
+
+def check_values(cfg: SearchConfig) -> None:
+    """Refuses impossible settings before anything is written or trained."""
+    if cfg.objective not in OBJECTIVES:
+        raise FirecutError(f"unknown --objective '{cfg.objective}'; choose one of: {', '.join(OBJECTIVES)}")
+    if cfg.preset is not None and cfg.preset not in PRESETS:
+        raise FirecutError(f"unknown preset '{cfg.preset}'; choose one of: {', '.join(PRESETS)}")
+    if cfg.trials < 1:
+        raise FirecutError(f"--trials must be >= 1 (got {cfg.trials})")
+    if cfg.trials > len(ALL_MASKS):
+        raise FirecutError(f"--trials {cfg.trials}: only {len(ALL_MASKS)} keep masks exist; "
+                           f"use --trials {len(ALL_MASKS)} to try them all")
+    if cfg.lam < 0:
+        raise FirecutError("--lambda must be >= 0")
+    if cfg.max_energy_mj is not None and cfg.max_energy_mj <= 0:
+        raise FirecutError("--max-energy-mj must be > 0")
+    for flag, v in (("--epochs", cfg.epochs), ("--finetune-epochs", cfg.finetune_epochs),
+                    ("--timesteps", cfg.timesteps), ("--batch-size", cfg.batch_size),
+                    ("--population", cfg.population)):
+        if v is not None and v < 1:
+            raise FirecutError(f"{flag} must be >= 1")
+    check_url(cfg.storage or "sqlite:///study.db")
+
+
+def _ablate_config(cfg: SearchConfig) -> AblateConfig:
+    return AblateConfig(dataset=cfg.dataset, root=cfg.root, base=cfg.base, seeds=1, epochs=cfg.epochs,
+                        finetune_epochs=cfg.finetune_epochs, timesteps=cfg.timesteps, preset=cfg.preset,
+                        batch_size=cfg.batch_size, train_subset=cfg.train_subset,
+                        test_subset=cfg.test_subset, width=cfg.width, device=cfg.device)
+
+
+def signature(cfg: SearchConfig, base: str) -> dict[str, Any]:
+    """What every worker of one study must share: the base's bytes and the training settings."""
+    from firecut.data import dataset_name
+
+    sha = hashlib.sha256(Path(base).read_bytes()).hexdigest()
+    keep = ("preset", "epochs", "finetune_epochs", "timesteps", "batch_size", "train_subset",
+            "test_subset", "width", "objective", "seed")
+    sig = {k: v for k, v in asdict(cfg).items() if k in keep}
+    if cfg.objective == "scalar":
+        sig["lam"] = cfg.lam
+    return {"dataset": dataset_name(cfg.dataset), "base_sha256": sha, **sig}
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """One process at a time (e.g. training the shared base when workers share OUT)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------ the study
+
+
+def open_study(cfg: SearchConfig, storage: Any, url: str, sig: dict[str, Any]):
+    import optuna
+
+    obj = OBJECTIVES[cfg.objective]
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=5) if obj.prunes else optuna.pruners.NopPruner()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with storage_errors(url):
+        try:
+            study = optuna.create_study(storage=storage, study_name=cfg.study, load_if_exists=True,
+                                        directions=list(obj.directions), sampler=obj.make_sampler(cfg),
+                                        pruner=pruner)
+        except ValueError as e:
+            raise FirecutError(f"study '{cfg.study}' in {redact(url)} cannot be used ({e}); "
+                               "use another --study") from None
+        old = study.user_attrs.get("firecut")
+        if old is None:
+            study.set_user_attr("firecut", sig)
+        elif old != sig:
+            diff = sorted(k for k in set(old) | set(sig) if old.get(k) != sig.get(k))
+            raise FirecutError(f"study '{cfg.study}' in {redact(url)} was searched with other settings "
+                               f"({', '.join(diff)}); give the same settings (and the same --base "
+                               "file on every machine), or another --study")
+    return study
+
+
+def seed_masks(cfg: SearchConfig, base: str, out: Path, log: Callable[[str], None]) -> list[tuple[str, str]]:
+    """(bits, source): the paper's schedules, then the base's saliency-ranked top masks."""
+    seeds = [(bits_of(s.keep), f"paper:{s.name}") for s in load_schedules("paper.yaml")]
+    if cfg.saliency_masks > 0:
+        path = out / "saliency.json"
+        if path.is_file():
+            result = json.loads(path.read_text())
+        else:
+            from firecut.saliency import saliency_of_checkpoint
+
+            log("ranking the base's Fire modules by saliency (seeds for the search)")
+            result = saliency_of_checkpoint(base, cfg.dataset, cfg.root, device=cfg.device, seed=cfg.seed)
+            atomic_write_text(path, json.dumps(result, indent=2) + "\n")
+        ranked = [r["module"] for r in sorted(result["modules"], key=lambda r: -r["saliency"])]
+        for k in range(1, min(cfg.saliency_masks, len(ranked) - 1) + 1):
+            seeds.append((bits_of(ranked[:len(ranked) - k]), f"saliency:drop-{k}"))
+    unique: dict[str, str] = {}
+    for bits, source in seeds:
+        unique.setdefault(bits, source)
+    return list(unique.items())
+
+
+# ------------------------------------------------------------------------------ entry point
+
+
+def prepare_base(cfg: SearchConfig, out: Path, fit: Callable, log: Callable[[str], None]):
+    """The base SNN (given, or trained once in OUT under a lock) and its configs."""
+    ac = _ablate_config(cfg)
+    if cfg.base:
+        base = cfg.base
+    else:
+        with _file_lock(out / ".base.lock"):
+            base = train_base(ac, out, fit, log)
+    return base, check_base(ac, base)
+
+
+def base_energy(cfg: SearchConfig, study, url: str, base: str, out: Path,
+                log: Callable[[str], None]) -> float:
+    """The base's energy per image on the test split (counted once per study)."""
+    if "base_energy_mj" in study.user_attrs:
+        return float(study.user_attrs["base_energy_mj"])
+    summary = out / "base-snn" / "summary.json"
+    if not cfg.base and summary.is_file():
+        e = json.loads(summary.read_text())["energy_mj"]
+    else:
+        from firecut.train import evaluate_checkpoint
+
+        log("counting the base's energy on the test split (for the scalar objective)")
+        e = evaluate_checkpoint(base, cfg.dataset, cfg.root, test_subset=cfg.test_subset,
+                                device=cfg.device)["energy_mj"]
+    with storage_errors(url):
+        study.set_user_attr("base_energy_mj", e)
+    return float(e)
+
+
+def run_search(cfg: SearchConfig, out: str | Path, fit: Callable | None = None,
+               log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Runs (or joins, or resumes) the study until it holds cfg.trials trained masks; writes the
+    reports and best.pt; returns the report (rows, front, best, reason)."""
+    from firecut.search_report import write_reports
+    from firecut.workers import Worker
+    from firecut.train import fit as default_fit
+
+    fit = fit or default_fit
+    out = Path(out)
+    check_values(cfg)
+    url = cfg.storage or default_url(out)
+    out.mkdir(parents=True, exist_ok=True)
+    base, base_cfgs = prepare_base(cfg, out, fit, log)
+    storage = open_storage(url)
+    study = open_study(cfg, storage, url, signature(cfg, base))
+    with _file_lock(out / ".seed.lock"), storage_errors(url):
+        if "seeds" not in study.user_attrs:
+            seeds = seed_masks(cfg, base, out, log)
+            study.set_user_attr("seeds", seeds)
+            log(f"study '{cfg.study}' in {redact(url)}: {len(seeds)} seed masks go first (the "
+                "paper's schedules and the saliency ranking's top masks)")
+    e0 = base_energy(cfg, study, url, base, out, log) if cfg.objective == "scalar" else None
+    worker = Worker(cfg, OBJECTIVES[cfg.objective], _ablate_config(cfg), study, url, out, base,
+                    base_cfgs, e0, fit, log)
+    worker.run()
+    report = write_reports(cfg, study, url, out)
+    report["trained_here"] = worker.trained
+    return report

@@ -1,0 +1,252 @@
+"""The mask search: the study protocol (budget, repeats, rivals, stale workers, resume), the
+reports and best.pt, refusals, and a real-data CLI run. Distributed workers: test_search_workers.py."""
+
+import csv
+import json
+import os
+import random
+import socket
+import time
+
+import pytest
+
+from firecut import masks as M
+from firecut import search as S
+from firecut.ablate import AblateConfig, train_base
+from firecut.errors import FirecutError
+from firecut.schedules import FIRE_NAMES, load_schedules
+from firecut.search_report import choose_best, knee
+
+from conftest import assert_user_error, run_cli, shared_file
+
+PAPER = [M.bits_of(s.keep) for s in load_schedules("paper.yaml")]
+
+
+def quiet_fit(cfg, out, **kw):
+    from firecut.train import fit
+
+    return fit(cfg, out, show_progress=False, **kw)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """A tiny trained spiking SqueezeNet on the synthetic set (the search's starting point)."""
+    out = tmp_path_factory.mktemp("base")
+    ac = AblateConfig(dataset="synthetic", root="", epochs=1, finetune_epochs=1, batch_size=64,
+                      width=0.25, device="cpu", timesteps=2)
+    return train_base(ac, out, quiet_fit, lambda m: None)
+
+
+class StubFit:
+    """Stands in for training: a made-up, mask-determined summary; records what it 'trained'."""
+
+    def __init__(self, interrupt_at: int | None = None):
+        self.trained: list[str] = []
+        self.interrupt_at = interrupt_at
+
+    def __call__(self, cfg, out, **kw):
+        keep = cfg.model.keep
+        if self.interrupt_at is not None and len(self.trained) + 1 == self.interrupt_at:
+            raise KeyboardInterrupt
+        self.trained.append(M.bits_of(keep))
+        n = len(keep)
+        return {"acc": 0.3 + 0.04 * n - 0.03 * ("fire9" not in keep), "f1": 0.3, "ac": 1000.0 * n,
+                "mac": 10.0, "params": 1000 * n, "energy_mj": 0.001 * (2 + n), "firing_rate": 0.1,
+                "train_seconds": 1.0}
+
+
+def cfg_for(base, **kw) -> S.SearchConfig:
+    d = dict(dataset="synthetic", root="", trials=6, base=base, epochs=1, finetune_epochs=1,
+             batch_size=64, width=0.25, device="cpu", timesteps=2, saliency_masks=0, settle_s=0.01)
+    return S.SearchConfig(**{**d, **kw})
+
+
+def study_of(out, name="firecut-search"):
+    import optuna
+
+    return optuna.load_study(study_name=name, storage=S.default_url(out))
+
+
+def trained_trials(study):
+    from optuna.trial import TrialState
+
+    return [t for t in study.get_trials() if t.state == TrialState.COMPLETE
+            and t.user_attrs.get("status") != "repeat"]
+
+
+def test_masks_and_nearest_free():
+    assert M.bits_of(("fire2", "fire9")) == "10000001" and M.keep_of("10000001") == ("fire2", "fire9")
+    assert len(set(M.ALL_MASKS)) == 256 and M.pattern("10") == "✓–"
+    taken = {"11111111", "01111111"}
+    near = M.nearest_free("11111111", taken, random.Random(0))
+    assert sum(a != b for a, b in zip(near, "11111111", strict=True)) == 1 and near not in taken
+    assert M.nearest_free("11111111", set(M.ALL_MASKS), random.Random(0)) is None
+
+
+def test_search_seeds_with_the_paper_and_resumes_after_a_kill_to_exactly_n(tmp_path, base):
+    out = tmp_path / "s"
+    stub = StubFit(interrupt_at=4)
+    with pytest.raises(KeyboardInterrupt):
+        S.run_search(cfg_for(base), out, fit=stub, log=lambda m: None)
+    assert stub.trained == PAPER[:3]  # the paper's schedules go first, in Table 3's order
+    assert not (out / "pareto.md").exists()  # no report that looks whole
+    interrupted = [t for t in study_of(out).get_trials() if t.user_attrs.get("status") == "interrupted"]
+    assert [t.user_attrs["mask"] for t in interrupted] == [PAPER[3]]
+
+    again = StubFit()
+    report = S.run_search(cfg_for(base), out, fit=again, log=lambda m: None)
+    assert again.trained == PAPER[3:6]  # the interrupted mask first, then the next seeds
+    done = trained_trials(study_of(out))
+    masks = [t.user_attrs["mask"] for t in done]
+    assert len(done) == 6 and len(set(masks)) == 6 and set(masks) == set(PAPER[:6])
+    assert len(report["rows"]) == 6
+
+    more = StubFit()  # a larger --trials continues the same study; finished masks are not redone
+    S.run_search(cfg_for(base, trials=9), out, fit=more, log=lambda m: None)
+    assert len(more.trained) == 3 and not set(more.trained) & set(masks)
+    assert len(trained_trials(study_of(out))) == 9
+
+
+def test_a_known_mask_is_not_trained_again_and_costs_no_budget(tmp_path, base):
+    out = tmp_path / "s"
+    S.run_search(cfg_for(base, trials=2), out, fit=StubFit(), log=lambda m: None)
+    study = study_of(out)
+    study.enqueue_trial({m: 1 for m in FIRE_NAMES})  # Baseline again, as a sampler might propose
+    stub = StubFit()
+    S.run_search(cfg_for(base, trials=3), out, fit=stub, log=lambda m: None)
+    trials = study_of(out).get_trials()
+    repeat = [t for t in trials if t.user_attrs.get("status") == "repeat"]
+    assert len(repeat) == 1 and repeat[0].user_attrs["mask"] == "11111111"
+    original = next(t for t in trials if t.number == repeat[0].user_attrs["repeat_of"])
+    assert repeat[0].values == original.values  # the sampler learns the known result
+    assert stub.trained == [PAPER[2]]  # the budget went to the next untried seed
+    near = [t for t in trials if t.user_attrs.get("source") == "near:11111111"]
+    assert len(near) == 1 and near[0].state.name == "WAITING"  # the nearest untried mask, queued
+    assert sum(a != b for a, b in zip(M.mask_of(near[0]), "11111111", strict=True)) == 1
+    assert len(trained_trials(study_of(out))) == 3
+
+
+def test_a_rival_claim_wins_and_a_dead_workers_trial_is_retried(tmp_path, base):
+    out = tmp_path / "s"
+    S.run_search(cfg_for(base, trials=1), out, fit=StubFit(), log=lambda m: None)
+    study = study_of(out)
+    # A live worker (this process stands in) holds Head-1; another, dead one held Head-2.
+    for mask, pid, beat in ((PAPER[1], os.getpid(), time.time()), (PAPER[2], 2 ** 22 + 17, time.time())):
+        study.enqueue_trial({m: int(b) for m, b in zip(FIRE_NAMES, mask, strict=True)})
+        t = study.ask()
+        for k, v in (("mask", mask), ("host", socket.gethostname()), ("pid", pid),
+                     ("heartbeat", beat), ("status", "confirmed")):
+            t.set_user_attr(k, v)
+    study.enqueue_trial({m: int(b) for m, b in zip(FIRE_NAMES, PAPER[1], strict=True)})  # proposed again
+    logs, stub = [], StubFit()
+    S.run_search(cfg_for(base, trials=4), out, fit=stub, log=logs.append)
+    trials = study_of(out).get_trials()
+    assert PAPER[1] not in stub.trained  # held by a live rival: yielded, never trained here
+    assert any(t.user_attrs.get("status") == "yielded" for t in trials)
+    assert PAPER[2] in stub.trained  # the dead worker's mask was failed as stale and redone
+    assert any("stopped without finishing" in m for m in logs)
+    stale = [t for t in trials if t.user_attrs.get("status") == "stale"]
+    assert [t.user_attrs["mask"] for t in stale] == [PAPER[2]]
+    done = [t.user_attrs["mask"] for t in trained_trials(study_of(out))]
+    assert len(done) == len(set(done)) == 3  # + the live rival = 4 charged trials
+
+
+def test_reports_and_best_pt_from_real_training(tmp_path, base):
+    import torch
+
+    out = tmp_path / "s"
+    report = S.run_search(cfg_for(base, trials=3, saliency_masks=1), out, fit=quiet_fit,
+                          log=lambda m: None)
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [r["mask"] for r in rows] == PAPER[:3] and all(float(r["energy_mj"]) > 0 for r in rows)
+    md = (out / "pareto.md").read_text()
+    assert "## Pareto front" in md and "| Trial | F2 | F3 |" in md and "Chosen as" in md
+    assert (out / "pareto.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "saliency.json").is_file()  # the saliency seed came from the base's ranking
+    best = report["best"]
+    ckpt = torch.load(out / "best.pt", weights_only=True)
+    assert tuple(ckpt["arch"]["model"]["keep"]) == M.keep_of(best["mask"])
+    assert ckpt["search"]["mask"] == best["mask"] and "optimizer" not in ckpt
+    assert ckpt["metrics"]["acc"] == pytest.approx(best["acc"])
+    assert json.loads((out / "best.json").read_text())["reason"] == report["reason"]
+
+
+def test_the_scalar_objective_reports_every_epoch(tmp_path, base):
+    out = tmp_path / "s"
+    S.run_search(cfg_for(base, trials=2, objective="scalar", finetune_epochs=2), out, fit=quiet_fit,
+                 log=lambda m: None)
+    study = study_of(out)
+    (t, *_) = trained_trials(study)
+    assert sorted(t.intermediate_values) == [1, 2]  # epoch 1 (energy on a probe) and the final one
+    e0 = study.user_attrs["base_energy_mj"]
+    assert t.values[0] == pytest.approx(t.user_attrs["acc"] - 0.2 * t.user_attrs["energy_mj"] / e0)
+    assert t.intermediate_values[2] == pytest.approx(t.values[0])
+
+
+def _row(trial, acc, e, source="sampler"):
+    return {"trial": trial, "mask": "1" * 8, "acc": acc, "energy_mj": e, "state": "complete",
+            "source": source, "objective": acc - e, "on_front": True}
+
+
+def test_choose_best_rules():
+    rows = [_row(0, 0.50, 1.0), _row(1, 0.60, 1.2), _row(2, 0.62, 2.0), _row(3, 0.30, 0.5)]
+    # scaled to [0, 1]: (0, 0), (.33, .63), (.47, .94), (1, 1); the chord is y = x
+    assert knee(rows)["trial"] == 1
+    best, why = choose_best(rows, "pareto", 1.1)
+    assert best["trial"] == 0 and "the most accurate of 2 masks at or under --max-energy-mj 1.1" in why
+    best, why = choose_best(rows, "pareto", 0.1)
+    assert best["trial"] == 1 and "no mask is at or under" in why
+    assert choose_best(rows, "scalar", None)[0]["trial"] == 3  # the highest objective: 0.3 - 0.5
+
+
+@pytest.mark.parametrize("over,msg", [
+    (dict(trials=0), "--trials must be >= 1"),
+    (dict(trials=300), "only 256 keep masks exist"),
+    (dict(objective="best"), "unknown --objective 'best'"),
+    (dict(storage="redis://localhost/0"), "unknown storage scheme 'redis'"),
+    (dict(storage="journal:"), "needs a file"),
+])
+def test_impossible_settings_are_refused_before_out_is_touched(tmp_path, base, over, msg):
+    with pytest.raises(FirecutError, match=msg):
+        S.run_search(cfg_for(base, **over), tmp_path / "o", fit=StubFit(), log=lambda m: None)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_study_with_other_settings_is_refused(tmp_path, base):
+    S.run_search(cfg_for(base, trials=1), tmp_path / "s", fit=StubFit(), log=lambda m: None)
+    with pytest.raises(FirecutError, match="other settings.*finetune_epochs"):
+        S.run_search(cfg_for(base, trials=1, finetune_epochs=2), tmp_path / "s", fit=StubFit(),
+                     log=lambda m: None)
+
+
+def test_search_cli_bad_storage_and_unreachable_database(tmp_path, base):
+    args = ["search", "--dataset", "synthetic", "--base", base, "--width", 0.25, "--timesteps", 2,
+            "--finetune-epochs", 1, "--saliency-masks", 0, "--out", tmp_path / "o"]
+    assert_user_error(run_cli(*args, "--storage", "mongodb://x/y"), "unknown storage scheme 'mongodb'",
+                      "postgresql://")
+    assert_user_error(run_cli(*args, "--trials", 0), "--trials must be >= 1")
+    proc = run_cli(*args, "--storage", "postgresql://u:secret@127.0.0.1:9/none")
+    assert_user_error(proc, "cannot use the study storage", "u:***@127.0.0.1:9", "re-run")
+    assert "secret" not in proc.stderr
+
+
+def test_search_cli_on_real_cifar10(tmp_path):
+    data = shared_file("cifar10-sub.npz")
+    out = tmp_path / "search"
+    args = ["search", "--dataset", data, "--trials", 3, "--train-subset", 300, "--test-subset", 100,
+            "--epochs", 1, "--finetune-epochs", 1, "--batch-size", 50, "--saliency-masks", 0,
+            "--settle-s", 0.05, "--out", out]
+    proc = run_cli(*args)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [r["source"] for r in rows] == ["paper:Baseline", "paper:Head-1", "paper:Head-2"]
+    assert [int(r["params"]) for r in rows] == [736_458, 310_858, 310_858]  # the full-width nets
+    for r in rows:
+        assert 0 <= float(r["acc"]) <= 1 and float(r["ac"]) > 0
+        assert float(r["mac"]) == 32 * 32 * 64 * 27  # the encoding layer only
+    assert float(rows[1]["ac"]) < float(rows[0]["ac"])  # fewer modules, fewer accumulates
+    assert "| Trial | F2 |" in proc.stdout and "best: trial" in proc.stderr
+    assert (out / "best.pt").is_file() and (out / "pareto.png").is_file()
+    again = run_cli(*args)  # the study is complete: nothing is trained, the same report
+    assert again.returncode == 0 and again.stdout == proc.stdout
+    assert "trial 0 [" not in again.stderr
