@@ -2,7 +2,16 @@
 
 Importing this package is cheap (no torch); the library lives in its submodules:
 `firecut.config`, `firecut.data`, `firecut.models`, `firecut.spiking`, `firecut.energy`,
-`firecut.train`.
+`firecut.train`. `firecut.load(path)` rebuilds the model of a `firecut export --format pt` file
+(imported on first use).
 """
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "load":  # lazy: `import firecut` stays free of torch
+        from firecut.artifact import load
+
+        return load
+    raise AttributeError(f"module 'firecut' has no attribute '{name}'")

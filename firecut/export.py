@@ -1,0 +1,180 @@
+"""`firecut export`: a checkpoint -> a verified pt / TorchScript / ONNX file.
+
+    1. load the checkpoint and its model (CPU), and `images` real test images of its dataset
+    2. build what the format holds (pt: the model itself; torchscript/onnx: the unrolled graph,
+       BN folded, T fixed) and serialise it with its metadata (firecut.artifact)
+    3. write it atomically to a hidden `.NAME.verifying` file beside the target
+    4. reload that file from disk with the format's own runtime, run it on the images, and judge
+       it against the source model (firecut.verify)
+    5. passed: rename it to the target. Failed: delete it and raise; the target is not touched.
+So a file at the target path has always passed its check.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from firecut.artifact import SUFFIXES, WRITERS, ArtifactMeta, check_kind, open_artifact
+from firecut.checkpoint import load_checkpoint, model_from_checkpoint, require_fits
+from firecut.config import default_data_root
+from firecut.data import DeviceLoader, load_data
+from firecut.errors import FirecutError
+from firecut.runs import atomic_write_bytes
+from firecut.spiking import SpikingNet
+from firecut.train import model_keep
+from firecut.unrolled import unroll
+from firecut.verify import (Check, VerifyConfig, compare, discontinuous, judge, layer_check,
+                            run_batches)
+
+
+@dataclass
+class ExportConfig:
+    checkpoint: str  # a best.pt/last.pt written by `firecut train`
+    kind: str = "pt"  # pt | torchscript | onnx
+    output: str | None = None  # default: beside the checkpoint, STEM + SUFFIXES[kind]
+    dataset: str | None = None  # test images to verify on; default: the checkpoint's own dataset
+    root: str | None = None  # data root; default: the checkpoint's own
+    verify: VerifyConfig = field(default_factory=VerifyConfig)
+
+
+@dataclass
+class ExportReport:
+    path: str  # the artifact
+    kind: str
+    size_bytes: int
+    dataset: str  # what it was verified on
+    export_seconds: float  # build + serialise + write
+    layer_images: int  # images of the teacher-forced layer check
+    verify_seconds: float  # reload + run source and artifact + layer check + judge
+    check: Check
+
+
+def default_output(checkpoint: str | os.PathLike, kind: str) -> Path:
+    p = Path(checkpoint)
+    return p.with_name(p.stem + SUFFIXES[kind])
+
+
+def _test_images(ckpt: dict[str, Any], cfg: ExportConfig) -> tuple[str, torch.Tensor, torch.Tensor]:
+    """(dataset, normalised images (N, 3, H, W), labels (N,)) from the checkpoint's test split."""
+    recorded = ckpt.get("config", {}).get("data", {})
+    dataset = cfg.dataset or recorded.get("dataset") or ckpt.get("dataset", "")
+    root = cfg.root or recorded.get("root") or default_data_root()
+    whence = "given with --dataset" if cfg.dataset else "recorded in the checkpoint"
+    try:
+        data = load_data(dataset, root, train_subset=1, test_subset=cfg.verify.images)
+    except FirecutError as e:
+        raise FirecutError(f"cannot verify the export: dataset '{dataset}' ({whence}) cannot be loaded "
+                           f"({e}); pass --dataset (and --data-root) naming where the checkpoint's "
+                           "test images are") from None
+    try:
+        require_fits(ckpt, data.num_classes, data.image_size, cfg.checkpoint)
+    except FirecutError as e:
+        raise FirecutError(f"cannot verify the export on dataset '{dataset}' ({whence}): {e} (it was "
+                           f"trained on '{ckpt.get('dataset')}'); pass that one with --dataset") from None
+    loader = DeviceLoader(data.x_test, data.y_test, 1024, ckpt["norm"]["mean"], ckpt["norm"]["std"],
+                          torch.device("cpu"))
+    xs, ys = zip(*loader, strict=True)
+    return dataset, torch.cat(xs), torch.cat(ys)
+
+
+def _meta(ckpt: dict[str, Any], model, kind: str, source: str) -> ArtifactMeta:
+    spiking = isinstance(model, SpikingNet)
+    return ArtifactMeta(kind=kind, model=ckpt["arch"]["model"]["name"], spiking=spiking,
+                        timesteps=model.timesteps if spiking else 1,
+                        image_size=ckpt["arch"]["image_size"], classes=list(ckpt["classes"]),
+                        mean=list(ckpt["norm"]["mean"]), std=list(ckpt["norm"]["std"]),
+                        keep=list(model_keep(model)), dataset=ckpt.get("dataset", ""),
+                        metrics=dict(ckpt.get("metrics", {})), source=source,
+                        bn_folded=kind != "pt")
+
+
+def _arch(ckpt: dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint's architecture, without the paths it was trained from."""
+    arch = copy.deepcopy(ckpt["arch"])
+    arch["model"]["parent"], arch["spiking"]["init"] = None, None
+    return arch
+
+
+def _target(cfg: ExportConfig) -> Path:
+    out = Path(cfg.output) if cfg.output else default_output(cfg.checkpoint, cfg.kind)
+    if out.is_dir():
+        raise FirecutError(f"-o {out} is a folder; give the path of the file to write")
+    if out.resolve() == Path(cfg.checkpoint).resolve():
+        raise FirecutError(f"-o {out} is the checkpoint itself; give another output path")
+    if not out.parent.is_dir():
+        raise FirecutError(f"cannot write {out}: folder {out.parent} does not exist; create it or "
+                           "give another -o")
+    return out
+
+
+def export_checkpoint(cfg: ExportConfig, log: Callable[[str], None] = lambda m: None) -> ExportReport:
+    """Exports, verifies (see firecut.verify) and writes; raises FirecutError when the check fails."""
+    check_kind(cfg.kind)
+    ckpt = load_checkpoint(cfg.checkpoint)
+    out = _target(cfg)
+    dataset, x, y = _test_images(ckpt, cfg)
+    source = model_from_checkpoint(ckpt).eval()
+    log(f"exporting {cfg.checkpoint} as {cfg.kind}; verifying on {len(x)} test images of {dataset}")
+
+    t0 = time.perf_counter()
+    graph = unroll(source) if cfg.kind != "pt" else None
+    payload = WRITERS[cfg.kind](source, graph, _meta(ckpt, source, cfg.kind, str(cfg.checkpoint)),
+                                _arch(ckpt))
+    tmp = out.with_name(f".{out.name}.verifying")
+    try:
+        atomic_write_bytes(tmp, lambda f: f.write(payload))
+    except OSError as e:
+        raise FirecutError(f"cannot write {out} ({e.strerror or e}); give another -o") from None
+    export_seconds = time.perf_counter() - t0
+
+    try:
+        t0 = time.perf_counter()
+        artifact = open_artifact(tmp)
+        b = cfg.verify.batch_size
+        s = run_batches(source, x, b)  # (N, K)
+        layer = layer_check(source, graph, x[: cfg.verify.layer_images]) if graph is not None else None
+        a = [artifact.run(x[i:i + b].numpy()) for i in range(0, len(x), b)]
+        c = compare(s, torch.cat([torch.from_numpy(v) for v in a]).numpy(), y, cfg.verify)
+        strict = cfg.kind == "pt" or not discontinuous(source)
+        verdict, reason = judge(c, strict=strict, layer=layer, cfg=cfg.verify)
+        check = Check(**c, verdict=verdict, reason=reason, layer=layer)
+        verify_seconds = time.perf_counter() - t0
+        if verdict == "failed":
+            raise FirecutError(f"the {cfg.kind} export of {cfg.checkpoint} failed its check on {len(x)} "
+                               f"test images of {dataset}: {reason}; nothing was written (report this "
+                               "as a bug)")
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return ExportReport(path=str(out), kind=cfg.kind, size_bytes=out.stat().st_size, dataset=dataset,
+                        export_seconds=export_seconds, layer_images=min(len(x), cfg.verify.layer_images),
+                        verify_seconds=verify_seconds, check=check)
+
+
+def format_report(r: ExportReport) -> str:
+    """What was checked, for stdout: one labelled line per fact."""
+    c = r.check
+    lines = [
+        f"artifact  {r.path}  ({r.kind}, {r.size_bytes / 1e6:.2f} MB; exported in {r.export_seconds:.1f} s)",
+        f"checked   {c.images} test images of {r.dataset}, reloaded from disk ({r.verify_seconds:.1f} s)",
+        f"scores    max |Δ| {c.max_abs_diff:.3g} vs the source; {c.matching} of {c.images} images "
+        "within float tolerance",
+        f"agree     {c.agreement:.1%} same predicted class; accuracy {c.acc_artifact:.1%} "
+        f"(source {c.acc_source:.1%}; {c.lost} images lost, {c.gained} gained)",
+    ]
+    if c.layer is not None:
+        L = c.layer
+        neurons = f"unrolled neurons identical: {L.neurons_identical}" if L.neurons else "no neurons"
+        lines.append(f"layers    teacher-forced on {r.layer_images} images: folded convs within "
+                     f"{L.conv_max_rel:.1e} of conv + BN; {neurons}; {L.flips:,} of {L.outputs:,} block "
+                     f"outputs flip a spike or level ({L.flips_in_pools:,} behind a gated max-pool)")
+    lines.append(f"verdict   {c.verdict}: {c.reason}")
+    return "\n".join(lines)
