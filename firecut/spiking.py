@@ -257,8 +257,10 @@ class SpikingMaxPool2d(nn.Module):
     (E[max] >= max E), which at few steps wrecks conversion. Instead each window passes, at step
     t, the input of the location whose running sum sum_{s<=t} x[s] is largest so far (Rueckauer et
     al. 2017): the winner's spikes stay spikes, and over T steps the output rate approaches the
-    max of the input rates. With T = 1 it is nn.MaxPool2d.
+    max of the input rates. With T = 1 it is nn.MaxPool2d (up to sums closer than GRID).
     """
+
+    GRID = 2.0 ** -10  # running sums this close count as equal (float32 rounding noise is ~1e-6)
 
     def __init__(self, pool: nn.MaxPool2d, timesteps: int):
         super().__init__()
@@ -268,11 +270,25 @@ class SpikingMaxPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (T*B, C, H, W)
         T = self.timesteps
-        running = x.detach().view(T, -1, *x.shape[1:]).cumsum(0).flatten(0, 1)  # (T*B, C, H, W)
-        _, idx = torch.nn.functional.max_pool2d(
-            running, self.kernel_size, self.stride, self.padding, self.dilation,
-            ceil_mode=self.ceil_mode, return_indices=True)  # (T*B, C, H', W') flat H*W indices
-        return x.flatten(2).gather(2, idx.flatten(2)).view_as(idx.to(x.dtype))  # (T*B, C, H', W')
+        xs = x.view(T, -1, *x.shape[1:])  # (T, B, C, H, W)
+        # Sums in float64, rounded to multiples of GRID: currents equal in exact maths (the same
+        # spikes reaching two locations, in any order) then tie exactly, whatever rounding made
+        # them (BN folded into the conv, another kernel, onnxruntime). A tie goes to the location
+        # that won at the previous step (+0.5 on the integer keys), so the output's running sum
+        # stays the winner's. Without this ~10% of predictions move when BN is folded
+        # (benchmarks/export_flips.py).
+        keys = torch.round(xs.detach().double().cumsum(0) / self.GRID)  # (T, B, C, H, W)
+        out, won = [], None
+        for t in range(T):
+            key = keys[t]
+            if won is not None:  # (B, C, H', W') flat indices of the last step's winners
+                flat, w = key.flatten(2), won.flatten(2)
+                key = flat.scatter(2, w, flat.gather(2, w) + 0.5).view_as(key)
+            _, won = torch.nn.functional.max_pool2d(
+                key, self.kernel_size, self.stride, self.padding, self.dilation,
+                ceil_mode=self.ceil_mode, return_indices=True)  # (B, C, H', W') flat H*W indices
+            out.append(xs[t].flatten(2).gather(2, won.flatten(2)).view(won.shape))
+        return torch.cat(out)  # (T*B, C, H', W')
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, T={self.timesteps}"

@@ -67,7 +67,8 @@ def test_clipquant_converts_exactly_to_if_neurons_at_t_equal_levels():
 
 
 def test_spiking_max_pool_is_max_pool_at_one_step_and_keeps_spikes_binary():
-    x = torch.randn(4, 3, 9, 9)
+    g = torch.Generator().manual_seed(0)
+    x = torch.round(torch.randn(4, 3, 9, 9, generator=g) * 64) / 64  # no two values closer than GRID
     torch.testing.assert_close(SpikingMaxPool2d(make_pool(), 1)(x), make_pool()(x))
     spikes = (torch.rand(4 * 2, 3, 9, 9) < 0.3).float()
     out = SpikingMaxPool2d(make_pool(), 4)(spikes)
@@ -83,6 +84,38 @@ def test_spiking_max_pool_passes_the_running_winner():
     x[3, 0, 0, 1, 1] = 1.0
     out = SpikingMaxPool2d(torch.nn.MaxPool2d(2, 2), T)(x.flatten(0, 1))
     assert out.flatten().tolist() == [1.0, 1.0, 1.0, 0.0]
+
+
+def test_a_tie_goes_to_the_last_winner():
+    # P (first in the window) gets currents 0, 1; Q gets 1, 0. Q leads after step 0; after step 1
+    # both sums are 1. Passing Q again keeps the output's sum (1) equal to the max sum; passing
+    # the first location (P) would pass 1 + 1 = 2, more than any input had.
+    T = 2
+    x = torch.zeros(T, 1, 1, 2, 2)
+    x[:, 0, 0, 0, 0] = torch.tensor([0.0, 1.0])
+    x[:, 0, 0, 1, 1] = torch.tensor([1.0, 0.0])
+    out = SpikingMaxPool2d(torch.nn.MaxPool2d(2, 2), T)(x.flatten(0, 1))
+    assert out.flatten().tolist() == [1.0, 0.0]
+
+
+def test_gated_pool_choice_does_not_hang_on_float_rounding(monkeypatch):
+    # Spikes through a 1x1 conv: locations that got the same spikes in another order have running
+    # sums equal in exact maths. Another arithmetic (BN folded, onnxruntime) moves every current by
+    # ~1 ulp; the pool must still pass the same locations.
+    g = torch.Generator().manual_seed(0)
+    T, conv = 4, nn.Conv2d(3, 8, 1)
+    spikes = (torch.rand(T * 16, 3, 8, 8, generator=g) < 0.5).float()
+    with torch.no_grad():
+        x = conv(spikes)  # (T*B, 8, 8, 8)
+    nudged = x * (1 + 2.0 ** -23 * torch.randn(x.shape, generator=g))  # ~1 ulp per current
+    pool = SpikingMaxPool2d(nn.MaxPool2d(2, 2), T)
+
+    def moved() -> float:  # fraction of pooled outputs that come from another location
+        return float(((pool(x) - pool(nudged)).abs() > 1e-4).float().mean())
+
+    assert moved() == 0.0
+    monkeypatch.setattr(SpikingMaxPool2d, "GRID", 2.0 ** -40)  # no grid: the last bit decides
+    assert moved() > 0.01
 
 
 def test_converter_gates_only_the_pools_after_the_first_neuron():

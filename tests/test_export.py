@@ -219,13 +219,16 @@ def test_the_verdict_rules():
     cfg = VerifyConfig()
     ok = LayerCheck(1e-7, True, 5, 10, 10, 1000)
     same = dict(images=100, matching=100, agreement=1.0, max_abs_diff=0.0, lost=0, gained=0)
-    moved = dict(images=100, matching=0, agreement=0.9, max_abs_diff=1.3, lost=7, gained=6)
-    worse = dict(moved, lost=20, gained=2)  # 18 > 3 * sqrt(22) = 14.1
+    moved = dict(images=1000, matching=987, agreement=0.995, max_abs_diff=0.4, lost=3, gained=2)
+    worse = dict(moved, matching=900, agreement=0.99, lost=10, gained=0)  # 10 > 3 * sqrt(10) = 9.5
+    churned = dict(moved, matching=0, agreement=0.9, max_abs_diff=1.3, lost=50, gained=50)
     assert judge(same, strict=True, layer=ok, cfg=cfg)[0] == "exact"
     assert judge(moved, strict=False, layer=ok, cfg=cfg)[0] == "equivalent"
     assert judge(moved, strict=True, layer=ok, cfg=cfg)[0] == "failed"  # pt, or a ReLU CNN
     assert judge(moved, strict=False, layer=None, cfg=cfg)[0] == "failed"
     assert "less accurate" in judge(worse, strict=False, layer=ok, cfg=cfg)[1]
+    # as accurate, but 1 prediction in 10 moved: not what the source computes
+    assert "predictions changed" in judge(churned, strict=False, layer=ok, cfg=cfg)[1]
     for bad in (LayerCheck(1e-3, True, 5, 0, 0, 1000), LayerCheck(1e-7, False, 5, 0, 0, 1000)):
         assert judge(same, strict=False, layer=bad, cfg=cfg)[0] == "failed"  # even if the ends agree
 
