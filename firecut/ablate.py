@@ -27,7 +27,7 @@ import yaml
 
 from firecut.config import PRESETS, ModelConfig, RunConfig, SpikingConfig, apply_preset, child_of, validate
 from firecut.errors import FirecutError
-from firecut.runs import atomic_write_bytes, atomic_write_text
+from firecut.runs import atomic_write_text
 from firecut.schedules import FIRE_NAMES, Schedule, load_schedules
 
 # The paper's Table 3 (acc, energy mJ), drawn as a reference series in tradeoff.png only.
@@ -235,26 +235,23 @@ def write_tables(rows: list[dict[str, Any]], runs: list[dict[str, Any]], out: Pa
     atomic_write_text(out / "table.json", json.dumps({"schedules": rows, "runs": per_run}, indent=2) + "\n")
 
 
+def dominates(p: tuple[float, float], q: tuple[float, float]) -> bool:
+    """(energy, acc) p is at least as cheap and as accurate as q, and strictly better in one."""
+    return p[0] <= q[0] and p[1] >= q[1] and (p[0] < q[0] or p[1] > q[1])
+
+
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of points (energy, acc) that no other point beats on both (lower energy, higher acc)."""
-    front = []
-    for i, (e, a) in enumerate(points):
-        dominated = any((e2 <= e and a2 >= a) and (e2 < e or a2 > a)
-                        for j, (e2, a2) in enumerate(points) if j != i)
-        if not dominated:
-            front.append(i)
-    return front
+    """Indices of points (energy, acc) that no other point dominates."""
+    return [i for i, q in enumerate(points)
+            if not any(dominates(p, q) for j, p in enumerate(points) if j != i)]
 
 
 def plot_tradeoff(rows: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from firecut.plots import save_tradeoff, tradeoff_axes
 
     pts = [(r["energy_mj"], r["acc"]) for r in rows]
     front = sorted(pareto_front(pts), key=lambda i: pts[i][0])
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = tradeoff_axes()
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", label="firecut (measured)")
     for r, (e, a) in zip(rows, pts, strict=True):
         ax.annotate(r["schedule"], (e, a), textcoords="offset points", xytext=(4, 4), fontsize=8)
@@ -264,10 +261,4 @@ def plot_tradeoff(rows: list[dict[str, Any]], path: Path) -> None:
     if paper:
         ax.scatter([p[0][1] for p in paper], [p[0][0] for p in paper], marker="x", color="tab:gray",
                    label="paper, Table 3 (reference)")
-    ax.set_xlabel("energy per image (mJ)")
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
+    save_tradeoff(fig, ax, path)

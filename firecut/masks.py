@@ -19,6 +19,11 @@ def keep_of(bits: str) -> tuple[str, ...]:
     return tuple(m for m, b in zip(FIRE_NAMES, bits, strict=True) if b == "1")
 
 
+def params_of(bits: str) -> dict[str, int]:
+    """'10000001' -> {'fire2': 1, 'fire3': 0, ..., 'fire9': 1}: the trial's Optuna params."""
+    return {m: int(b) for m, b in zip(FIRE_NAMES, bits, strict=True)}
+
+
 def pattern(bits: str) -> str:
     return "".join("✓" if b == "1" else "–" for b in bits)
 

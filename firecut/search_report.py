@@ -16,9 +16,10 @@ import math
 from pathlib import Path
 from typing import Any
 
-from firecut.ablate import pareto_front
+from firecut.ablate import dominates, pareto_front
 from firecut.errors import FirecutError
-from firecut.runs import atomic_write_bytes, atomic_write_text
+from firecut.masks import keep_of
+from firecut.runs import atomic_write_text
 from firecut.schedules import FIRE_NAMES
 from firecut.storage import redact, storage_errors
 
@@ -35,8 +36,7 @@ def trial_rows(study) -> list[dict[str, Any]]:
         a = t.user_attrs
         if a.get("status") == "repeat" or t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
             continue
-        row = {"trial": t.number, "mask": a["mask"], "keep": [m for m, b in zip(FIRE_NAMES, a["mask"],
-                                                                                strict=True) if b == "1"],
+        row = {"trial": t.number, "mask": a["mask"], "keep": list(keep_of(a["mask"])),
                "source": a.get("source", "sampler"), "state": t.state.name.lower(),
                "host": a.get("host"), "run": a.get("run")}
         for k in ("acc", "f1", "energy_mj", "ac", "mac", "params", "firing_rate", "train_seconds"):
@@ -100,9 +100,8 @@ def paper_front_beaten(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Masks not from the paper that no paper schedule (trained in this study) dominates."""
     paper = [r for r in rows if r["state"] == "complete" and r["source"].startswith("paper:")]
     found = [r for r in rows if r["state"] == "complete" and not r["source"].startswith("paper:")]
-    return [r for r in found if not any(p["energy_mj"] <= r["energy_mj"] and p["acc"] >= r["acc"]
-                                        and (p["energy_mj"] < r["energy_mj"] or p["acc"] > r["acc"])
-                                        for p in paper)] if paper else []
+    point = lambda r: (r["energy_mj"], r["acc"])
+    return [r for r in found if not any(dominates(point(p), point(r)) for p in paper)] if paper else []
 
 
 def _row_md(r: dict[str, Any]) -> str:
@@ -139,20 +138,16 @@ def trials_csv(rows: list[dict[str, Any]]) -> str:
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore")
     w.writeheader()
-    for r in rows:
-        w.writerow({**r, "mask": r["mask"]})
+    w.writerows(rows)
     return buf.getvalue()
 
 
 def plot_pareto(rows: list[dict[str, Any]], best: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from firecut.plots import save_tradeoff, tradeoff_axes
 
     done = [r for r in rows if r["state"] == "complete"]
     front = sorted((r for r in done if r["on_front"]), key=lambda r: r["energy_mj"])
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, ax = tradeoff_axes()
     ax.scatter([r["energy_mj"] for r in done], [r["acc"] for r in done], s=18, color="tab:blue",
                alpha=0.6, label="trained masks")
     ax.plot([r["energy_mj"] for r in front], [r["acc"] for r in front], color="tab:red", lw=1.5,
@@ -166,13 +161,7 @@ def plot_pareto(rows: list[dict[str, Any]], best: dict[str, Any], path: Path) ->
                         xytext=(4, -10), fontsize=7)
     ax.scatter([best["energy_mj"]], [best["acc"]], marker="*", s=220, color="gold", edgecolors="k",
                zorder=5, label="chosen (best.pt)")
-    ax.set_xlabel("energy per image (mJ)")
-    ax.set_ylabel("test accuracy")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=120))
-    plt.close(fig)
+    save_tradeoff(fig, ax, path)
 
 
 def write_best(best: dict[str, Any], reason: str, out: Path) -> str | None:

@@ -33,7 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from firecut.masks import ALL_MASKS, keep_of, mask_of, nearest_free, pattern
+from firecut.masks import ALL_MASKS, keep_of, mask_of, nearest_free, params_of, pattern
 from firecut.schedules import FIRE_NAMES, Schedule
 from firecut.storage import storage_errors
 
@@ -156,8 +156,7 @@ class Worker:
 
     def enqueue(self, bits: str, attrs: dict[str, Any]) -> None:
         with storage_errors(self.url):
-            self.study.enqueue_trial({m: int(b) for m, b in zip(FIRE_NAMES, bits, strict=True)},
-                                     user_attrs=attrs)
+            self.study.enqueue_trial(params_of(bits), user_attrs=attrs)
 
     def run(self) -> None:
         while True:

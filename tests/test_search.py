@@ -132,12 +132,12 @@ def test_a_rival_claim_wins_and_a_dead_workers_trial_is_retried(tmp_path, base):
     study = study_of(out)
     # A live worker (this process stands in) holds Head-1; another, dead one held Head-2.
     for mask, pid, beat in ((PAPER[1], os.getpid(), time.time()), (PAPER[2], 2 ** 22 + 17, time.time())):
-        study.enqueue_trial({m: int(b) for m, b in zip(FIRE_NAMES, mask, strict=True)})
+        study.enqueue_trial(M.params_of(mask))
         t = study.ask()
         for k, v in (("mask", mask), ("host", socket.gethostname()), ("pid", pid),
                      ("heartbeat", beat), ("status", "confirmed")):
             t.set_user_attr(k, v)
-    study.enqueue_trial({m: int(b) for m, b in zip(FIRE_NAMES, PAPER[1], strict=True)})  # proposed again
+    study.enqueue_trial(M.params_of(PAPER[1]))  # proposed again
     logs, stub = [], StubFit()
     S.run_search(cfg_for(base, trials=4), out, fit=stub, log=logs.append)
     trials = study_of(out).get_trials()
