@@ -3,7 +3,10 @@
 Counting rule (DESIGN §2), per test image, summed over T steps:
   * a Conv2d/Linear whose input is spikes ({0, c} per channel: binary, or binary times a
     per-channel constant that folds into the weights) adds its exact accumulates to AC: each
-    nonzero input times its fan-out inside the layer, borders included;
+    nonzero input times its fan-out inside the layer, borders included. Which inputs are spikes
+    is read from the graph (firecut.spike_graph: an LIF reached through concatenation, shuffle
+    or max-pooling only) and checked on the values; a net torch.fx cannot trace is judged on
+    its values alone;
   * a layer with real-valued input adds its dense MACs to MAC: once per image if its input is the
     same at every step (the encoding layer), else once per step;
   * in a CNN every layer's dense MACs count (T = 1).
@@ -24,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from firecut.errors import FirecutError
-from firecut.spiking import LIF
+from firecut.spike_graph import input_kinds
+from firecut.spiking import LIF, SpikingNet
 
 # name -> (e_AC pJ, e_MAC pJ), Horowitz 2014, 45 nm
 PRESETS: dict[str, tuple[float, float]] = {
@@ -114,11 +118,15 @@ class OpCounter:
     def __init__(self, model: nn.Module, timesteps: int = 1, spiking: bool = True):
         self.model, self.T, self.spiking = model, timesteps, spiking
         self.layers: dict[str, LayerCount] = {}
+        self.graph_kinds: dict[str, str] | None = None  # from the graph; None: judge by values
         self.images = 0
         self._batch = 0
         self._hooks: list = []
 
     def __enter__(self) -> OpCounter:
+        if self.spiking and isinstance(self.model, SpikingNet):
+            kinds = input_kinds(self.model.net)
+            self.graph_kinds = None if kinds is None else {f"net.{k}": v for k, v in kinds.items()}
         for name, m in self.model.named_modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 self.layers[name] = LayerCount(name, type(m).__name__)
@@ -144,7 +152,9 @@ class OpCounter:
             rows = x.shape[0]
             rec.nonzero += float((x != 0).sum())
             rec.elements += x.numel()
-            if self.spiking and is_spike_input(x):
+            expected = (self.graph_kinds or {}).get(name)
+            spikes = self.spiking and expected in (None, "spike") and is_spike_input(x)
+            if spikes:
                 kind = "spike"
                 if isinstance(module, nn.Conv2d):
                     rec.ac += float(conv_accumulates(x, module))

@@ -156,3 +156,14 @@ def squeezenet(num_classes: int, act_layer: ActFactory | None = None, keep=None,
                width: float = 1.0, dropout: float = 0.0) -> SqueezeNet:
     """SqueezeNet-1.1 (3x3 stem of 64, BN, Fire modules fire2..fire9, 1x1-conv classifier)."""
     return SqueezeNet(num_classes, act_layer or make_act("relu"), keep, width, dropout)
+
+
+REF1_KEEP: tuple[str, ...] = ("fire4", "fire6", "fire8", "fire9")  # the paper's Ref-1 schedule
+
+
+@register_model
+def squeezenet_p(num_classes: int, act_layer: ActFactory | None = None, keep=None,
+                 width: float = 1.0, dropout: float = 0.0) -> SqueezeNet:
+    """SqueezeNet-P: SqueezeNet keeping fire4, fire6, fire8, fire9 (the paper's Ref-1 mask)."""
+    return SqueezeNet(num_classes, act_layer or make_act("relu"), REF1_KEEP if keep is None else keep,
+                      width, dropout)
