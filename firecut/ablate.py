@@ -25,8 +25,9 @@ from typing import Any, Callable
 
 import yaml
 
-from firecut.config import PRESETS, ModelConfig, RunConfig, SpikingConfig, apply_preset, child_of, validate
+from firecut.config import PRESETS, ModelConfig, SpikingConfig, child_of, validate
 from firecut.errors import FirecutError
+from firecut.recipe import cnn_then_snn, step_config
 from firecut.runs import atomic_write_text
 from firecut.schedules import FIRE_NAMES, Schedule, load_schedules
 
@@ -59,25 +60,6 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def _run_config(ac: AblateConfig, mode: str, seed: int = 0) -> RunConfig:
-    """A RunConfig for one step: 'cnn', 'snn' (from a trained net) or 'snn-scratch'."""
-    cfg = RunConfig()
-    cfg.spiking.enabled = mode != "cnn"
-    apply_preset(cfg, ac.preset, mode)
-    cfg.data.dataset, cfg.data.root = ac.dataset, ac.root
-    cfg.data.train_subset, cfg.data.test_subset = ac.train_subset, ac.test_subset
-    cfg.model.width = ac.width
-    cfg.train.seed, cfg.train.device = seed, ac.device
-    epochs = ac.finetune_epochs if mode == "snn" else ac.epochs
-    if epochs is not None:
-        cfg.train.epochs = epochs
-    for value, section, key in ((ac.timesteps, "spiking", "timesteps"),
-                                (ac.batch_size, "train", "batch_size")):
-        if value is not None:
-            setattr(getattr(cfg, section), key, value)
-    return cfg
-
-
 def check_values(ac: AblateConfig) -> None:
     """Refuses impossible settings before anything is written to OUT."""
     if ac.preset is not None and ac.preset not in PRESETS:
@@ -107,14 +89,7 @@ def check_settings(ac: AblateConfig, out: Path) -> None:
 
 def train_base(ac: AblateConfig, out: Path, fit: Callable, log: Callable[[str], None]) -> str:
     """The unpruned SNN: CNN (E epochs) -> convert -> fine-tune (F epochs). Returns its checkpoint."""
-    log("base: training the CNN")
-    cnn = validate(_run_config(ac, "cnn"))
-    fit(cnn, str(out / "base-cnn"))
-    log("base: converting to an SNN and fine-tuning")
-    snn = _run_config(ac, "snn")
-    snn.spiking.init = str(out / "base-cnn" / "best.pt")
-    snn.model = ModelConfig(**asdict(cnn.model))  # the converted net keeps the CNN's activation
-    fit(validate(snn), str(out / "base-snn"))
+    cnn_then_snn(ac, out / "base-cnn", out / "base-snn", fit, lambda m: log("base: " + m))
     return str(out / "base-snn" / "last.pt")
 
 
@@ -145,10 +120,10 @@ def run_schedule(ac: AblateConfig, sched: Schedule, seed: int, base: str | None,
     """Prunes the base to `sched.keep` and fine-tunes it (or trains it from scratch) in
     OUT/FOLDER/NAME-sSEED; returns the run's summary with the schedule's name, keep and seed."""
     if ac.from_scratch or base_cfgs is None:
-        cfg = _run_config(ac, "snn-scratch", seed)
+        cfg = step_config(ac, "snn-scratch", seed)
         cfg.model.keep = list(sched.keep)
     else:
-        cfg = _run_config(ac, "snn", seed)
+        cfg = step_config(ac, "snn", seed)
         timesteps = cfg.spiking.timesteps
         cfg.model, cfg.spiking = child_of(*base_cfgs, base, sched.keep)
         cfg.spiking.timesteps = timesteps

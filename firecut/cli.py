@@ -321,6 +321,61 @@ def search(
     print(f"wrote {out}/trials.csv, pareto.md, pareto.png, best.json", file=sys.stderr)
 
 
+@app.command(epilog="Example: firecut benchmark --preset quick --dataset ../shared/data/cifar10-sub.npz --models all")
+def benchmark(
+    dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | tinyimagenet | PATH.npz"),
+    models: str = typer.Option("all", help="all (the paper's six) or a comma list of registered models (see `firecut models`)."),
+    seeds: int = typer.Option(1, help="CNN + SNN trainings per model (mean ± std in the tables)."),
+    preset: str = typer.Option("quick", help="quick (2-core CPU) | paper (GPU recipe)."),
+    epochs: Optional[int] = typer.Option(None, help="CNN epochs [default: the preset's]."),
+    finetune_epochs: Optional[int] = typer.Option(None, help="SNN fine-tuning epochs [default: the preset's]."),
+    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: the preset's]."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per training step."),
+    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images."),
+    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
+    width: float = typer.Option(1.0, hidden=True, help="Channel width multiplier of every model (tests)."),
+    data_root: Optional[str] = typer.Option(None, help="Download/cache folder."),
+    device: Device = typer.Option(Device.auto, help="Training device."),
+    out: Optional[str] = typer.Option(None, help="Output folder [default: runs/benchmark-DATASET]."),
+):
+    """Tables 1 and 2: train each model as a CNN and as its spiking twin with one shared recipe.
+
+    Per model: the CNN, then its best checkpoint converted and fine-tuned as an SNN; each
+    evaluated on the test split with AC/MAC counted. Writes OUT/table1.md, table2.md,
+    benchmark.csv, benchmark.json and tradeoff.png and prints both tables. Re-running the same
+    command resumes: every finished run is kept.
+    """
+    from firecut.benchmark import BenchmarkConfig, parse_models, run_benchmark, table1_markdown, table2_markdown
+    from firecut.config import default_data_root
+    from firecut.data import dataset_name
+
+    bc = BenchmarkConfig(dataset=dataset, root=data_root or default_data_root(), models=parse_models(models),
+                         seeds=seeds, preset=preset, epochs=epochs, finetune_epochs=finetune_epochs,
+                         timesteps=timesteps, batch_size=batch_size, train_subset=train_subset,
+                         test_subset=test_subset, width=width, device=device.value)
+    out = out or str(Path("runs") / f"benchmark-{dataset_name(dataset)}")
+    with _resumable(out):
+        rows = run_benchmark(bc, out, log=lambda m: print(m, file=sys.stderr))
+    sys.stdout.write(table1_markdown(rows) + "\n" + table2_markdown(rows))
+    print(f"wrote {out}/table1.md, table2.md, benchmark.csv, benchmark.json, tradeoff.png", file=sys.stderr)
+
+
+@app.command(epilog="Example: firecut report runs/benchmark-cifar10 runs/benchmark-cifar100 runs/ablate-cifar10")
+def report(
+    folders: list[str] = typer.Argument(..., help="Benchmark or ablation output folders."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Also write the table to this Markdown file."),
+):
+    """One Table 1 from several benchmark/ablation runs (e.g. one per dataset), in the order given."""
+    from firecut.report import merged_table1
+    from firecut.runs import atomic_write_text
+
+    table = merged_table1(folders)
+    if out:
+        atomic_write_text(out, table)
+        print(f"wrote {out}", file=sys.stderr)
+    sys.stdout.write(table)
+
+
 @app.command(epilog="Example: firecut saliency runs/snn/best.pt --dataset cifar10 --batches 8")
 def saliency(
     checkpoint: str = typer.Argument(..., help="A trained SqueezeNet checkpoint (CNN or SNN)."),

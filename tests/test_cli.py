@@ -9,7 +9,8 @@ import torch
 
 from conftest import assert_user_error, run_cli, shared_file
 
-COMMANDS = ["train", "evaluate", "models", "ablate", "search", "saliency", "export", "predict",
+COMMANDS = ["train", "evaluate", "models", "ablate", "search", "benchmark", "report", "saliency", "export",
+            "predict",
             "schedules list", "schedules show", "schedules validate", "schedules generate"]
 
 
