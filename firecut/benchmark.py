@@ -34,8 +34,7 @@ DISPLAY = {"shufflenetv2": "ShuffleNetV2", "xception": "Xception", "mnasnet": "M
            "mixnet_s": "MixNet-S", "squeezenet": "SqueezeNet", "squeezenet_p": "SqueezeNet-P"}
 
 # The paper's Table 2 on CIFAR-10: (CNN acc %, SNN acc %, CNN energy mJ, SNN energy mJ). Drawn
-# as reference marks in tradeoff.png and printed beside ours by `firecut report --paper`; never
-# used as a result.
+# as reference marks in tradeoff.png only; never used as a result.
 PAPER_TABLE2 = {"shufflenetv2": (70, 40, 0.010, 0.004), "xception": (79, 75, 2.44, 0.444),
                 "mnasnet": (83, 78, 0.113, 0.059), "mixnet_s": (82, 73, 0.047, 0.003),
                 "squeezenet": (81, 75, 0.252, 0.036), "squeezenet_p": (82, 81, 0.168, 0.030)}
