@@ -18,17 +18,16 @@ import csv
 import io
 import json
 import re
-import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
-from firecut.config import PRESETS, ModelConfig, SpikingConfig, child_of, validate
+from firecut.config import ModelConfig, SpikingConfig, child_of, validate
 from firecut.errors import FirecutError
-from firecut.recipe import cnn_then_snn, step_config
+from firecut.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings, step_config
 from firecut.runs import atomic_write_text
+from firecut.tables import METRICS, mean_pm, seed_stats
 from firecut.schedules import FIRE_NAMES, Schedule, load_schedules
 
 # The paper's Table 3 (acc, energy mJ), drawn as a reference series in tradeoff.png only.
@@ -62,29 +61,16 @@ def _slug(name: str) -> str:
 
 def check_values(ac: AblateConfig) -> None:
     """Refuses impossible settings before anything is written to OUT."""
-    if ac.preset is not None and ac.preset not in PRESETS:
-        raise FirecutError(f"unknown preset '{ac.preset}'; choose one of: {', '.join(PRESETS)}")
+    check_preset(ac.preset)
     if ac.seeds < 1:
         raise FirecutError("--seeds must be >= 1")
-    for flag, v in (("--epochs", ac.epochs), ("--finetune-epochs", ac.finetune_epochs),
-                    ("--timesteps", ac.timesteps), ("--batch-size", ac.batch_size)):
-        if v is not None and v < 1:
-            raise FirecutError(f"{flag} must be >= 1")
+    check_step_counts(ac)
 
 
 def check_settings(ac: AblateConfig, out: Path) -> None:
     """Records the settings in OUT/ablate.yaml; refuses an OUT holding other settings."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "ablate.yaml"
     mine = {k: v for k, v in asdict(ac).items() if k != "device"}
-    if path.is_file():
-        old = yaml.safe_load(path.read_text()) or {}
-        diff = sorted(k for k in set(old) | set(mine) if old.get(k) != mine.get(k))
-        if diff:
-            raise FirecutError(f"{out} holds an ablation with different settings ({', '.join(diff)}); "
-                               "use another --out")
-    else:
-        path.write_text(yaml.safe_dump(mine, sort_keys=False))
+    pin_settings(out, "ablate.yaml", mine, "an ablation with different settings")
 
 
 def train_base(ac: AblateConfig, out: Path, fit: Callable, log: Callable[[str], None]) -> str:
@@ -161,7 +147,6 @@ def run_ablation(ac: AblateConfig, out: str | Path, fit: Callable | None = None,
 
 # ------------------------------------------------------------------------------ tables
 
-METRICS = ("acc", "f1", "ac", "mac", "energy_mj", "firing_rate", "train_seconds")
 
 
 def aggregate(runs: list[dict[str, Any]], schedules: list[Schedule]) -> list[dict[str, Any]]:
@@ -172,18 +157,8 @@ def aggregate(runs: list[dict[str, Any]], schedules: list[Schedule]) -> list[dic
         row: dict[str, Any] = {"schedule": sched.name, "keep": list(sched.keep),
                                "params": mine[0]["params"], "epochs": mine[0]["epochs"],
                                "timesteps": mine[0]["timesteps"], "seeds": len(mine)}
-        for m in METRICS:
-            values = [float(r[m] or 0.0) for r in mine]
-            row[m] = statistics.fmean(values)
-            row[m + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-            row[m + "_per_seed"] = values
-        rows.append(row)
+        rows.append({**row, **seed_stats(mine)})
     return rows
-
-
-def _pm(row: dict[str, Any], key: str, fmt: str) -> str:
-    text = format(row[key], fmt)
-    return text + (" ± " + format(row[key + "_std"], fmt) if row["seeds"] > 1 else "")
 
 
 def table_markdown(rows: list[dict[str, Any]]) -> str:
@@ -191,8 +166,8 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * (len(FIRE_NAMES) + 4)]
     for r in rows:
         marks = " | ".join("✓" if m in r["keep"] else "–" for m in FIRE_NAMES)
-        lines.append(f"| {r['schedule']} | {marks} | {_pm(r, 'acc', '.4f')} | {r['params']:,} | "
-                     f"{_pm(r, 'energy_mj', '.5f')} |")
+        lines.append(f"| {r['schedule']} | {marks} | {mean_pm(r, 'acc', '.4f')} | {r['params']:,} | "
+                     f"{mean_pm(r, 'energy_mj', '.5f')} |")
     return "\n".join(lines) + "\n"
 
 

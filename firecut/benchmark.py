@@ -17,17 +17,15 @@ from __future__ import annotations
 import csv
 import io
 import json
-import statistics
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
 
-from firecut.config import PRESETS
 from firecut.errors import FirecutError
-from firecut.recipe import cnn_then_snn
+from firecut.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings
 from firecut.runs import atomic_write_text
+from firecut.tables import METRICS, mean_pm, seed_stats
 
 BENCHMARK_MODELS = ("shufflenetv2", "xception", "mnasnet", "mixnet_s", "squeezenet", "squeezenet_p")
 DISPLAY = {"shufflenetv2": "ShuffleNetV2", "xception": "Xception", "mnasnet": "MnasNet",
@@ -40,7 +38,6 @@ PAPER_TABLE2 = {"shufflenetv2": (70, 40, 0.010, 0.004), "xception": (79, 75, 2.4
                 "squeezenet": (81, 75, 0.252, 0.036), "squeezenet_p": (82, 81, 0.168, 0.030)}
 
 OUTPUTS = ("table1.md", "table2.md", "benchmark.csv", "benchmark.json", "tradeoff.png")
-METRICS = ("acc", "f1", "ac", "mac", "energy_mj", "firing_rate", "train_seconds")
 
 
 @dataclass
@@ -78,29 +75,16 @@ def parse_models(spec: str) -> list[str]:
 
 def check_values(bc: BenchmarkConfig) -> None:
     """Refuses impossible settings before anything is written to OUT."""
-    if bc.preset is not None and bc.preset not in PRESETS:
-        raise FirecutError(f"unknown preset '{bc.preset}'; choose one of: {', '.join(PRESETS)}")
+    check_preset(bc.preset)
     if bc.seeds < 1:
         raise FirecutError("--seeds must be >= 1")
-    for flag, v in (("--epochs", bc.epochs), ("--finetune-epochs", bc.finetune_epochs),
-                    ("--timesteps", bc.timesteps), ("--batch-size", bc.batch_size)):
-        if v is not None and v < 1:
-            raise FirecutError(f"{flag} must be >= 1")
+    check_step_counts(bc)
 
 
 def check_settings(bc: BenchmarkConfig, out: Path) -> None:
     """Records the recipe in OUT/benchmark.yaml; refuses an OUT trained with another one."""
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "benchmark.yaml"
     mine = {k: v for k, v in asdict(bc).items() if k not in ("device", "models", "seeds")}
-    if path.is_file():
-        old = yaml.safe_load(path.read_text()) or {}
-        diff = sorted(k for k in set(old) | set(mine) if old.get(k) != mine.get(k))
-        if diff:
-            raise FirecutError(f"{out} holds a benchmark with a different recipe ({', '.join(diff)}); "
-                               "use another --out")
-    else:
-        atomic_write_text(path, yaml.safe_dump(mine, sort_keys=False))
+    pin_settings(out, "benchmark.yaml", mine, "a benchmark with a different recipe")
 
 
 def run_benchmark(bc: BenchmarkConfig, out: str | Path, fit: Callable | None = None,
@@ -141,12 +125,7 @@ def aggregate(runs: list[dict[str, Any]], models: list[str]) -> list[dict[str, A
                                    "params": mine[0]["params"], "epochs": mine[0]["epochs"],
                                    "timesteps": mine[0]["timesteps"], "seeds": len(mine),
                                    "test_images": mine[0]["test_images"]}
-            for m in METRICS:
-                values = [float(r[m] or 0.0) for r in mine]
-                row[m] = statistics.fmean(values)
-                row[m + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-                row[m + "_per_seed"] = values
-            rows.append(row)
+            rows.append({**row, **seed_stats(mine)})
     return rows
 
 
@@ -159,37 +138,39 @@ def display(name: str) -> str:
     return DISPLAY.get(name, name)
 
 
-def _pm(row: dict[str, Any], key: str, fmt: str, scale: float = 1.0) -> str:
-    text = format(row[key] * scale, fmt)
-    return text + (" ± " + format(row[key + "_std"] * scale, fmt) if row.get("seeds", 1) > 1 else "")
-
-
 TABLE1_HEAD = ("| Dataset | Model | Acc | F1 | AC (k) | MAC (k) | Params (k) | Energy (mJ) |\n"
                "|---|---|---|---|---|---|---|---|\n")
 
 
 def table1_line(row: dict[str, Any], label: str | None = None) -> str:
     """One Table 1 line; Acc and F1 in percent, counts per test image."""
-    return (f"| {row['dataset']} | {label or display(row['model'])} | {_pm(row, 'acc', '.2f', 100)} | "
-            f"{_pm(row, 'f1', '.2f', 100)} | {row['ac'] / 1e3:,.1f} | {row['mac'] / 1e3:,.1f} | "
-            f"{row['params'] / 1e3:,.1f} | {_pm(row, 'energy_mj', '.4f')} |\n")
+    cells = [row["dataset"], label or display(row["model"]), mean_pm(row, "acc", ".2f", 100),
+             mean_pm(row, "f1", ".2f", 100), f"{row['ac'] / 1e3:,.1f}", f"{row['mac'] / 1e3:,.1f}",
+             f"{row['params'] / 1e3:,.1f}", mean_pm(row, "energy_mj", ".4f")]
+    return "| " + " | ".join(cells) + " |\n"
 
 
 def table1_markdown(rows: list[dict[str, Any]]) -> str:
     return TABLE1_HEAD + "".join(table1_line(r) for r in rows if r["mode"] == "snn")
 
 
+def pairs(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(model, CNN row, SNN row) per model, in table order."""
+    by_key = {(r["model"], r["mode"]): r for r in rows}
+    return [(name, by_key[(name, "cnn")], by_key[(name, "snn")])
+            for name in dict.fromkeys(r["model"] for r in rows)]
+
+
 def table2_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| Model | CNN Acc | SNN Acc | ΔA | CNN Energy (mJ) | SNN Energy (mJ) | Energy Ratio × |",
              "|---|---|---|---|---|---|---|"]
-    for name in dict.fromkeys(r["model"] for r in rows):
-        cnn = next(r for r in rows if r["model"] == name and r["mode"] == "cnn")
-        snn = next(r for r in rows if r["model"] == name and r["mode"] == "snn")
+    for name, cnn, snn in pairs(rows):
         delta = (snn["acc"] - cnn["acc"]) * 100
         ratio = cnn["energy_mj"] / snn["energy_mj"] if snn["energy_mj"] else float("inf")
-        lines.append(f"| {display(name)} | {_pm(cnn, 'acc', '.2f', 100)} | {_pm(snn, 'acc', '.2f', 100)} | "
-                     f"{delta:+.2f} | {_pm(cnn, 'energy_mj', '.4f')} | {_pm(snn, 'energy_mj', '.4f')} | "
-                     f"{ratio:.2f} |")
+        cells = [display(name), mean_pm(cnn, "acc", ".2f", 100), mean_pm(snn, "acc", ".2f", 100),
+                 f"{delta:+.2f}", mean_pm(cnn, "energy_mj", ".4f"), mean_pm(snn, "energy_mj", ".4f"),
+                 f"{ratio:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -219,9 +200,7 @@ def plot_tradeoff(rows: list[dict[str, Any]], path: Path) -> None:
     fig, ax = tradeoff_axes()
     colors = iter(["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown",
                    "tab:pink", "tab:olive", "tab:cyan", "tab:gray"] * 4)
-    for name in dict.fromkeys(r["model"] for r in rows):
-        cnn = next(r for r in rows if r["model"] == name and r["mode"] == "cnn")
-        snn = next(r for r in rows if r["model"] == name and r["mode"] == "snn")
+    for name, cnn, snn in pairs(rows):
         c = next(colors)
         ax.plot([cnn["energy_mj"], snn["energy_mj"]], [cnn["acc"], snn["acc"]], color=c, lw=1, alpha=0.6)
         ax.scatter([cnn["energy_mj"]], [cnn["acc"]], color=c, marker="o", label=f"{display(name)} CNN")

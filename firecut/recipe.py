@@ -13,7 +13,39 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
-from firecut.config import ModelConfig, RunConfig, apply_preset, validate
+import yaml
+
+from firecut.config import PRESETS, ModelConfig, RunConfig, apply_preset, validate
+from firecut.errors import FirecutError
+from firecut.runs import atomic_write_text
+
+
+def check_preset(preset: str | None) -> None:
+    if preset is not None and preset not in PRESETS:
+        raise FirecutError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
+
+
+def check_step_counts(settings: Any, *extra: tuple[str, int | None]) -> None:
+    """--epochs, --finetune-epochs, --timesteps, --batch-size (and `extra` (flag, value) pairs)
+    must be >= 1 where given."""
+    for flag, v in (("--epochs", settings.epochs), ("--finetune-epochs", settings.finetune_epochs),
+                    ("--timesteps", settings.timesteps), ("--batch-size", settings.batch_size), *extra):
+        if v is not None and v < 1:
+            raise FirecutError(f"{flag} must be >= 1")
+
+
+def pin_settings(out: Path, filename: str, mine: dict[str, Any], refusal: str) -> None:
+    """Records `mine` in OUT/FILENAME; refuses an OUT whose file holds other values, naming them:
+    "OUT holds {refusal} (keys); use another --out"."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / filename
+    if path.is_file():
+        old = yaml.safe_load(path.read_text()) or {}
+        diff = sorted(k for k in set(old) | set(mine) if old.get(k) != mine.get(k))
+        if diff:
+            raise FirecutError(f"{out} holds {refusal} ({', '.join(diff)}); use another --out")
+    else:
+        atomic_write_text(path, yaml.safe_dump(mine, sort_keys=False))
 
 
 def step_config(settings: Any, mode: str, seed: int = 0, model: str = "squeezenet") -> RunConfig:

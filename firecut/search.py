@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from firecut.ablate import AblateConfig, check_base, train_base
-from firecut.config import PRESETS
+
 from firecut.errors import FirecutError
 from firecut.masks import ALL_MASKS, bits_of
+from firecut.recipe import check_preset, check_step_counts
 from firecut.runs import atomic_write_text
 from firecut.schedules import load_schedules
 from firecut.storage import check_url, default_url, open_storage, redact, storage_errors
@@ -94,8 +95,7 @@ def check_values(cfg: SearchConfig) -> None:
     """Refuses impossible settings before anything is written or trained."""
     if cfg.objective not in OBJECTIVES:
         raise FirecutError(f"unknown --objective '{cfg.objective}'; choose one of: {', '.join(OBJECTIVES)}")
-    if cfg.preset is not None and cfg.preset not in PRESETS:
-        raise FirecutError(f"unknown preset '{cfg.preset}'; choose one of: {', '.join(PRESETS)}")
+    check_preset(cfg.preset)
     if cfg.trials < 1:
         raise FirecutError(f"--trials must be >= 1 (got {cfg.trials})")
     if cfg.trials > len(ALL_MASKS):
@@ -105,11 +105,7 @@ def check_values(cfg: SearchConfig) -> None:
         raise FirecutError("--lambda must be >= 0")
     if cfg.max_energy_mj is not None and cfg.max_energy_mj <= 0:
         raise FirecutError("--max-energy-mj must be > 0")
-    for flag, v in (("--epochs", cfg.epochs), ("--finetune-epochs", cfg.finetune_epochs),
-                    ("--timesteps", cfg.timesteps), ("--batch-size", cfg.batch_size),
-                    ("--population", cfg.population)):
-        if v is not None and v < 1:
-            raise FirecutError(f"{flag} must be >= 1")
+    check_step_counts(cfg, ("--population", cfg.population))
     check_url(cfg.storage or "sqlite:///study.db")
 
 
