@@ -11,6 +11,7 @@ No neuron state outlives a forward call.
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Callable, Iterable
 
 import torch
@@ -225,18 +226,30 @@ class LIF(nn.Module):
             return thr
         return thr.view(1, -1, *([1] * (x.dim() - 2)))  # (1, C, 1, 1)
 
+    def _beta(self) -> float:
+        """clamp(beta, 0, 1) as a Python float, read from the buffer only when it changed (a
+        moved or loaded buffer is a new tensor or a new version): reading a CUDA tensor's value
+        waits for the GPU, and a training step should never wait."""
+        b, seen = self.beta, self.__dict__.get("_beta_seen")  # (weakref to the buffer, version, value)
+        if seen is None or seen[0]() is not b or seen[1] != b._version:
+            seen = self.__dict__["_beta_seen"] = (weakref.ref(b), b._version, float(b.clamp(0, 1)))
+        return seen[2]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         T = self.timesteps
         if not self.broadcast_input and x.shape[0] % T:
             raise RuntimeError(f"LIF got {x.shape[0]} rows, not a multiple of T={T}")
         step = x if self.broadcast_input else x[: x.shape[0] // T]
         thr = self._thr(step)  # (1, C, 1, 1) or scalar
-        beta = float(self.beta.clamp(0, 1))
+        beta = self._beta()
         if self.fused:
             xs = x if self.broadcast_input else x.view(T, -1, *x.shape[1:])
             deriv, p = _surrogate_entry(self.surrogate_name, self.surrogate_param)
-            s = _FusedLIF.apply(xs, thr, T, self.broadcast_input, beta, self.v_init, deriv, p,
-                                self.scale_output, self.reset)
+            from firecut import triton_lif  # imports triton (if installed) on first use only
+
+            fn = triton_lif.TritonLIF if triton_lif.available(xs, deriv) else _FusedLIF
+            s = fn.apply(xs, thr, T, self.broadcast_input, beta, self.v_init, deriv, p,
+                         self.scale_output, self.reset)
         else:
             xs = (x.unsqueeze(0).expand(T, *x.shape) if self.broadcast_input
                   else x.view(T, -1, *x.shape[1:]))  # (T, B, C, ...)
