@@ -81,6 +81,7 @@ def train(
     out: Optional[str] = typer.Option(None, help="Run folder [default: runs/MODEL-DATASET-MODE-s SEED]."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Resume the run in --out (default), or discard it and start over."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    compile: bool = typer.Option(False, "--compile", help="Train through torch.compile (worth it on CUDA; the first steps compile)."),
 ):
     """Train one CNN or SNN, evaluate it on the test split and count its AC/MAC/energy.
 
@@ -104,7 +105,7 @@ def train(
         "spiking.reset": reset, "train.seed": seed, "train.device": device.value if device else None,
         "energy.preset": energy_preset, "energy.e_ac_pj": e_ac_pj, "energy.e_mac_pj": e_mac_pj,
         "model.keep": [k.strip() for k in keep.split(",") if k.strip()] if keep is not None else None,
-        "model.parent": parent,
+        "model.parent": parent, "train.compile": compile or None,
     }
     from firecut.config import set_dotted
 
@@ -270,7 +271,7 @@ class SearchObjective(str, Enum):
                     "--base runs/ablate/base-snn/last.pt")
 def search(
     dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | tinyimagenet | PATH.npz"),
-    trials: int = typer.Option(50, help="Masks to train in the study, all workers together; re-running continues to this total."),
+    trials: int = typer.Option(50, help="optuna: masks to train in the study, all workers together; re-running continues to this total."),
     objective: SearchObjective = typer.Option(SearchObjective.pareto, help="pareto: NSGA-II on (acc, energy) | scalar: TPE on acc - lambda x relative energy."),
     lam: float = typer.Option(0.2, "--lambda", help="scalar: accuracy given up per unit of energy relative to the base."),
     max_energy_mj: Optional[float] = typer.Option(None, help="best.pt: the most accurate mask at or under this energy per image [default: the front's knee]."),
@@ -285,6 +286,11 @@ def search(
     batch_size: Optional[int] = typer.Option(None, help="Images per training step."),
     train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images."),
     test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
+    strategy: str = typer.Option("optuna", help="optuna: train each proposed mask | supernet: one weight-sharing training ranks all 256 masks, then fine-tune the top K."),
+    top_k: int = typer.Option(5, help="supernet: masks fine-tuned after the ranking."),
+    supernet_epochs: int = typer.Option(2, help="supernet: epochs of weight-sharing training (a random mask per step)."),
+    supernet_lr: float = typer.Option(0.02, help="supernet: peak learning rate of the weight-sharing training."),
+    score_images: int = typer.Option(1000, help="supernet: training images held out to score the masks on."),
     saliency_masks: int = typer.Option(3, help="Seed masks from the base's saliency ranking (drop the 1..K least salient modules)."),
     width: float = typer.Option(1.0, hidden=True, help="Channel width multiplier (tests)."),
     settle_s: float = typer.Option(1.0, hidden=True, help="Seconds between claiming a mask and checking for rivals."),
@@ -298,6 +304,10 @@ def search(
     study starts with the paper's schedules and the saliency ranking's top masks; no mask is
     trained twice. Writes OUT/trials.csv, pareto.md, pareto.png and best.pt. Re-running the same
     command continues to --trials; N workers running it against one --storage share the study.
+
+    --strategy supernet trains one weight-sharing SNN (a random mask per step), ranks all 256
+    masks with it on held-out training images, and fine-tunes only the --top-k best; it also
+    writes OUT/ranking.csv. Re-running resumes it.
     """
     from firecut.config import default_data_root
     from firecut.data import dataset_name
@@ -309,7 +319,9 @@ def search(
                        storage=storage, study=study, seed=seed, preset=preset, epochs=epochs,
                        finetune_epochs=finetune_epochs, timesteps=timesteps, batch_size=batch_size,
                        train_subset=train_subset, test_subset=test_subset, width=width,
-                       device=device.value, saliency_masks=saliency_masks, settle_s=settle_s)
+                       device=device.value, saliency_masks=saliency_masks, settle_s=settle_s,
+                       strategy=strategy, top_k=top_k, supernet_epochs=supernet_epochs, supernet_lr=supernet_lr,
+                       score_images=score_images)
     out = out or str(Path("runs") / f"search-{dataset_name(dataset)}")
     with _resumable(out):
         report = run_search(cfg, out, log=lambda m: print(m, file=sys.stderr))

@@ -82,6 +82,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast on CUDA (ignored on CPU)
+    compile: bool = False  # train steps through torch.compile (evaluation and counting stay eager)
     eval_batch_size: int = 256  # images per evaluation step
 
 

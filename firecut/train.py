@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import time
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from typing import Any, Callable
 
 import torch
@@ -151,6 +151,8 @@ class Progress:
 
 
 class _Bar:
+    shown = True
+
     def __init__(self, p):
         self.p = p
 
@@ -162,6 +164,8 @@ class _Bar:
 
 
 class _NoBar:
+    shown = False
+
     def update(self, info: str) -> None:
         pass
 
@@ -186,7 +190,7 @@ def train_epoch(model, loader, opt, sched, cfg: RunConfig, bar) -> dict[str, flo
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         n += len(y)
-        if i % 10 == 0 or i == len(loader) - 1:  # .item() syncs: only when the bar shows it
+        if bar.shown and (i % 10 == 0 or i == len(loader) - 1):  # float() waits for the device
             bar.update(f"loss {float(loss_sum) / n:.3f}  {n / (time.perf_counter() - t0):.0f} img/s")
         else:
             bar.update("")
@@ -196,6 +200,27 @@ def train_epoch(model, loader, opt, sched, cfg: RunConfig, bar) -> dict[str, flo
 
 
 # ------------------------------------------------------------------------------ fit
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """torch.compile(model): the same parameters, steps traced and fused on first use."""
+    return torch.compile(model)
+
+
+@contextmanager
+def compile_errors(active: bool):
+    """A failed torch.compile (no C++ compiler, an unsupported op) as one line naming --compile."""
+    if not active:
+        yield
+        return
+    try:
+        yield
+    except Exception as e:
+        if type(e).__module__.startswith("torch._dynamo") or type(e).__module__.startswith("torch._inductor"):
+            first = (str(e).strip().splitlines() or [""])[0][:200]
+            raise FirecutError(f"torch.compile failed ({type(e).__name__}: {first}); train without "
+                               "--compile") from None
+        raise
 
 
 def _seed(seed: int) -> None:
@@ -317,11 +342,13 @@ def fit(cfg: RunConfig, out: str, restart: bool = False, show_progress: bool = T
                                train_images=len(data.x_train), **meta, **resume_state)
 
     metrics: dict[str, Any] = {}
+    step_model = compiled(model) if cfg.train.compile else model  # shares the parameters
     for epoch in range(start, cfg.train.epochs):
         train_loader.epoch = epoch
         bar = progress.bar(f"epoch {epoch + 1}/{cfg.train.epochs}", len(train_loader))
         try:
-            tr = train_epoch(model, train_loader, opt, sched, cfg, bar)
+            with compile_errors(cfg.train.compile):
+                tr = train_epoch(step_model, train_loader, opt, sched, cfg, bar)
         finally:
             bar.close()
         train_seconds += tr["seconds"]

@@ -108,6 +108,29 @@ class Fire(nn.Module):
         return torch.cat([self.expand1x1(s), self.expand3x3(s)], 1)  # (N, E1 + E3, H, W)
 
 
+def fire_plan(width: float = 1.0) -> tuple[FireSpec, ...]:
+    """FIRE_PLAN with every channel count scaled by `width` (at least 1)."""
+    w = lambda c: max(1, int(round(c * width)))  # noqa: E731
+    return tuple(FireSpec(f.name, w(f.squeeze), w(f.expand1x1), w(f.expand3x3)) for f in FIRE_PLAN)
+
+
+def stem_channels(width: float = 1.0) -> int:
+    return max(1, int(round(STEM_CHANNELS * width)))
+
+
+def pool_plan(keep: tuple[str, ...]) -> dict[str, int]:
+    """Max-pools per block for a keep list: each pool of POOL_AFTER sits in the last kept block
+    (or the stem) at or before its position. ('fire4',) -> {'stem': 2, 'fire4': 1}."""
+    pools: dict[str, int] = {"stem": 0, **{m: 0 for m in keep}}
+    last = "stem"
+    for name in ("stem",) + FIRE_NAMES:
+        if name in keep:
+            last = name
+        if name in POOL_AFTER:
+            pools[last] += 1
+    return pools
+
+
 def check_keep(keep) -> tuple[str, ...]:
     """Validates a keep list against fire2..fire9; returns it in network order."""
     if keep is None:
@@ -126,18 +149,16 @@ class SqueezeNet(nn.Module):
                  dropout: float = 0.0, in_chans: int = 3):
         super().__init__()
         self.keep = check_keep(keep)
-        w = lambda c: max(1, int(round(c * width)))  # noqa: E731
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        layers["stem"] = ConvBNAct(in_chans, w(STEM_CHANNELS), 3, act_layer)
-        c, last = w(STEM_CHANNELS), "stem"
-        for name in ("stem",) + FIRE_NAMES:
-            if name != "stem" and name in self.keep:
-                spec = next(f for f in FIRE_PLAN if f.name == name)
-                spec = FireSpec(name, w(spec.squeeze), w(spec.expand1x1), w(spec.expand3x3))
-                layers[name] = Fire(c, spec, act_layer)
-                c, last = layers[name].out_channels, name
-            if name in POOL_AFTER:  # in the last kept block at or before this position
-                layers[last].add_pool()
+        layers["stem"] = ConvBNAct(in_chans, stem_channels(width), 3, act_layer)
+        c = stem_channels(width)
+        for spec in fire_plan(width):
+            if spec.name in self.keep:
+                layers[spec.name] = Fire(c, spec, act_layer)
+                c = layers[spec.name].out_channels
+        for name, pools in pool_plan(self.keep).items():
+            for _ in range(pools):
+                layers[name].add_pool()
         self.features = nn.Sequential(layers)
         self.classifier = nn.Sequential(OrderedDict(
             drop=nn.Dropout(dropout),

@@ -1,0 +1,255 @@
+"""A weight-sharing spiking SqueezeNet that holds all 256 keep masks at once.
+
+    shared    the stem, each Fire module's expand convs (with their BN and neurons) and every
+              tensor of the base SNN it is built from
+    branches  a squeeze conv (or the classifier) sees a different input width for each earlier
+              module that can be the last one kept before it (DESIGN §2: the next kept module
+              takes the channels that arrive). It holds one branch per possible width, keyed by
+              that width; the branch for the width the base had is the base's own conv, the
+              others start as a pruned child's re-made conv would (fresh conv, inherited BN and
+              neurons). Keying by width is the same rule as pruning by inheritance (by shape).
+    pools     as in a pruned net, each max-pool sits in the last kept block at or before its
+              position (`pool_plan`); pools carry no weights, so the supernet places them per mask
+    path      set_mask(bits) picks one mask; forward then runs exactly the network that
+              `subnet(bits)` builds standalone (a test holds them equal)
+    walk      all 256 paths at once: a depth-first walk over keep/drop decisions computes each
+              shared prefix once. Masks differ only after their first differing decision, so the
+              walk runs 2^i evaluations of fire(i+2): 255 Fire evaluations, most of them on the
+              cheap 4x4 maps, instead of ~1,000 for 256 separate forwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from firecut.models.squeezenet import (FIRE_NAMES, POOL_AFTER, fire_plan, make_pool, pool_plan,
+                                       stem_channels)
+from firecut.energy import conv_accumulates
+from firecut.masks import keep_of
+from firecut.spiking import SpikingMaxPool2d, SpikingNet
+
+
+class SuperFire(nn.Module):
+    """squeeze[width] 1x1 -> (expand 1x1 || expand 3x3): one squeeze branch per input width."""
+
+    def __init__(self, squeeze: dict[int, nn.Module], expand1x1: nn.Module, expand3x3: nn.Module,
+                 out_channels: int):
+        super().__init__()
+        self.squeeze = nn.ModuleDict({str(c): m for c, m in sorted(squeeze.items())})
+        self.expand1x1, self.expand3x3 = expand1x1, expand3x3
+        self.out_channels = out_channels
+
+
+class SuperSqueezeNet(nn.Module):
+    """(T*B or B rows, 3, H, W) -> (T*B, K) for the mask of `set_mask`; wrap in SpikingNet."""
+
+    def __init__(self, stem: nn.Module, fires: dict[str, SuperFire], heads: dict[int, nn.Module],
+                 timesteps: int):
+        super().__init__()
+        self.stem = stem
+        self.fires = nn.ModuleDict(fires)
+        self.heads = nn.ModuleDict({str(c): m for c, m in sorted(heads.items())})
+        self.stem_pool = make_pool()  # before the first neuron: static input
+        self.spike_pool = SpikingMaxPool2d(make_pool(), timesteps)  # after it: gated by running sums
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.stem_width = stem.conv.out_channels
+        self.bits = "1" * len(FIRE_NAMES)
+
+    def set_mask(self, bits: str) -> None:
+        keep_of(bits)  # 8 characters of 0/1, or a ValueError
+        self.bits = bits
+
+    def _block(self, blk: nn.Module, x: torch.Tensor, pools: int) -> torch.Tensor:
+        """conv -> BN -> `pools` max-pools -> neuron: ConvBNAct with the mask's pools."""
+        return self._fire_out(blk, blk.bn(blk.conv(x)), pools, blk is self.stem)
+
+    def _fire_out(self, blk: nn.Module, pre: torch.Tensor, pools: int, static: bool) -> torch.Tensor:
+        pool = self.stem_pool if static else self.spike_pool
+        for _ in range(pools):
+            pre = pool(pre)  # (N, C, H/2, W/2)
+        return blk.act(pre)
+
+    def _readout(self, h: torch.Tensor, c: int) -> torch.Tensor:
+        return self.gap(self.heads[str(c)](h)).flatten(1)  # (T*B, K)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W): encode once
+        keep = keep_of(self.bits)
+        pools = pool_plan(keep)
+        h, c = self._block(self.stem, x, pools["stem"]), self.stem_width  # (T*B, 64, H', W')
+        for name in keep:
+            fire = self.fires[name]
+            s = fire.squeeze[str(c)](h)  # squeeze blocks never hold pools
+            h = torch.cat([self._block(fire.expand1x1, s, pools[name]),
+                           self._block(fire.expand3x3, s, pools[name])], 1)
+            c = fire.out_channels
+        return self._readout(h, c)
+
+    # ---------------------------------------------------------------- all masks at once
+
+    def walk(self, x: torch.Tensor) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+        """(bits, (T*B, K) readout, accumulates) for all 256 masks: the readout of
+        set_mask(bits); forward(x), and the AC its spiking convs do on this batch (summed over
+        T*B rows; every conv after the stem reads spikes, so the stem's MACs are all its MACs)."""
+        stem = _Open(self, self.stem, [self.stem.bn(self.stem.conv(x))], static=True)
+        zero = torch.zeros((), device=x.device)
+        yield from self._walk(0, "", stem, int("stem" in POOL_AFTER), self.stem_width, zero)
+
+    def _walk(self, i: int, bits: str, last: "_Open", pools: int, c: int, ac: torch.Tensor):
+        if i == len(FIRE_NAMES):
+            h = last.out(pools)
+            yield bits, self._readout(h, c), ac + conv_accumulates(h, self.heads[str(c)].conv)
+            return
+        name = FIRE_NAMES[i]
+        here = int(name in POOL_AFTER)  # the pool at this position, if any
+        # drop: the pool here falls to the last kept block
+        yield from self._walk(i + 1, bits + "0", last, pools + here, c, ac)
+        # keep: the last kept block is complete now; this module opens
+        fire = self.fires[name]
+        h = last.out(pools)
+        squeeze = fire.squeeze[str(c)]
+        s = squeeze(h)
+        blocks = (fire.expand1x1, fire.expand3x3)
+        ac = ac + conv_accumulates(h, squeeze.conv) + sum(conv_accumulates(s, b.conv) for b in blocks)
+        pre = [b.bn(b.conv(s)) for b in blocks]
+        yield from self._walk(i + 1, bits + "1", _Open(self, fire, pre), here, fire.out_channels, ac)
+
+
+class _Open:
+    """A block whose pre-activations are computed and whose pools are not known yet; its output
+    for each pool count is computed once."""
+
+    def __init__(self, net: SuperSqueezeNet, owner: nn.Module, pre: list[torch.Tensor],
+                 static: bool = False):
+        self.net, self.owner, self.pre, self.static = net, owner, pre, static
+        self.done: dict[int, torch.Tensor] = {}
+
+    def out(self, pools: int) -> torch.Tensor:
+        if pools not in self.done:
+            blocks = [self.owner] if self.static else [self.owner.expand1x1, self.owner.expand3x3]
+            outs = [self.net._fire_out(b, p, pools, self.static) for b, p in zip(blocks, self.pre,
+                                                                                 strict=True)]
+            self.done[pools] = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+        return self.done[pools]
+
+
+# ------------------------------------------------------------------------------ building
+
+
+def _child(mc, sc, num_classes: int, image_size: int, keep: tuple[str, ...], state) -> nn.Module:
+    """A pruned spiking SqueezeNet keeping `keep`, inheriting every fitting tensor of `state`."""
+    from firecut.network import build_network
+    from firecut.prune import inherit
+
+    net = build_network(dataclasses.replace(mc, keep=list(keep), parent=None), sc, num_classes,
+                        image_size)
+    inherit(net, state)
+    return net.net
+
+
+def _sources(width: float) -> list[tuple[str | None, int]]:
+    """(module, output width) of each block a later module can receive from: stem, fire2..9."""
+    return [(None, stem_channels(width))] + [(f.name, f.expand1x1 + f.expand3x3)
+                                             for f in fire_plan(width)]
+
+
+def build_supernet(base: dict[str, Any]) -> SpikingNet:
+    """A SpikingNet around a SuperSqueezeNet, from an unpruned spiking SqueezeNet checkpoint."""
+    from firecut.checkpoint import configs_of
+
+    mc, sc = configs_of(base)
+    num_classes, image_size = base["arch"]["num_classes"], base["arch"]["image_size"]
+    state = base["state_dict"]
+    child = lambda keep: _child(mc, sc, num_classes, image_size, keep, state)  # noqa: E731
+    full = child(FIRE_NAMES)
+    sources = _sources(mc.width)
+    fires = {}
+    for i, spec in enumerate(fire_plan(mc.width)):
+        squeeze = {}
+        for src, c in sources[: i + 1]:  # the stem or any earlier module can be the last kept
+            if c not in squeeze:
+                own = getattr(full.features, spec.name) if c == sources[i][1] else child(
+                    tuple(m for m in (src, spec.name) if m)).features._modules[spec.name]
+                squeeze[c] = own.squeeze
+        block = getattr(full.features, spec.name)
+        fires[spec.name] = SuperFire(squeeze, block.expand1x1, block.expand3x3, block.out_channels)
+    heads = {}
+    for src, c in sources:
+        if c not in heads:
+            heads[c] = full.classifier if src == FIRE_NAMES[-1] else child((src,) if src else ()).classifier
+    for m in [full.features.stem, *(f for s in fires.values() for f in s.modules())]:
+        if hasattr(m, "pool"):
+            m.pool = None  # the supernet places pools per mask
+    net = SuperSqueezeNet(full.features.stem, fires, heads, sc.timesteps)
+    return SpikingNet(net, sc.timesteps)
+
+
+def subnet_state(supernet: SpikingNet, bits: str) -> dict[str, torch.Tensor]:
+    """The supernet's tensors under a standalone pruned SpikingNet's names, for mask `bits`."""
+    sup: SuperSqueezeNet = supernet.net
+    keep = keep_of(bits)
+    out = {f"net.features.stem.{k}": v for k, v in sup.stem.state_dict().items()}
+    c = sup.stem_width
+    for name in keep:
+        fire = sup.fires[name]
+        for part, mod in (("squeeze", fire.squeeze[str(c)]), ("expand1x1", fire.expand1x1),
+                          ("expand3x3", fire.expand3x3)):
+            out.update({f"net.features.{name}.{part}.{k}": v for k, v in mod.state_dict().items()})
+        c = fire.out_channels
+    out.update({f"net.classifier.{k}": v for k, v in sup.heads[str(c)].state_dict().items()})
+    return out
+
+
+def subnet(supernet: SpikingNet, base: dict[str, Any], bits: str) -> SpikingNet:
+    """The standalone pruned SNN for `bits`, holding the supernet's weights."""
+    from firecut.checkpoint import configs_of
+    from firecut.network import build_network
+
+    mc, sc = configs_of(base)
+    net = build_network(dataclasses.replace(mc, keep=list(keep_of(bits)), parent=None), sc,
+                        base["arch"]["num_classes"], base["arch"]["image_size"])
+    net.load_state_dict(subnet_state(supernet, bits))
+    return net.to(next(supernet.parameters()).device)
+
+
+@contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[None]:
+    """Eval mode, except that batch norm normalises with each batch's own statistics (and leaves
+    its running statistics as they were): a shared BN's running statistics mix all masks."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.momentum, m.num_batches_tracked.clone()) for m in bns]
+    was = model.training
+    model.eval()
+    for m in bns:
+        m.train()
+        m.momentum = 0.0  # running = (1 - 0) * running + 0 * batch
+    try:
+        yield
+    finally:
+        model.train(was)
+        for m, (training, momentum, tracked) in zip(bns, saved, strict=True):
+            m.train(training)
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(tracked)
+
+
+def kendall_tau(a: list[float], b: list[float]) -> float:
+    """Kendall's tau-b: (concordant - discordant) / sqrt((n0 - ties_a) (n0 - ties_b)) over pairs."""
+    n = len(a)
+    conc = disc = ties_a = ties_b = 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            ties_a += da == 0
+            ties_b += db == 0
+            if da * db > 0:
+                conc += 1
+            elif da * db < 0:
+                disc += 1
+    n0 = n * (n - 1) // 2
+    denom = ((n0 - ties_a) * (n0 - ties_b)) ** 0.5
+    return (conc - disc) / denom if denom else 0.0
