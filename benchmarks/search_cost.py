@@ -1,0 +1,113 @@
+"""What ranking all 256 keep masks with the supernet costs, against one full training, and how
+well its ranking predicts individually fine-tuned accuracy.
+
+    cost  = (supernet training + scoring all 256 masks) / (one mask's fine-tune, the unpruned one)
+    tau   = Kendall tau-b between the supernet's held-out accuracy and the test accuracy of the
+            same masks pruned from the base and fine-tuned one by one (the Optuna search's trial)
+
+The checked masks: the strategy's top K, then masks evenly spaced over the supernet's accuracy
+ranking up to --check in all, the unpruned mask among them (it is the cost unit). Every step is a
+resumable run folder under OUT, so a killed benchmark re-run continues.
+
+    python benchmarks/search_cost.py --dataset ../shared/data/cifar10-sub.npz \\
+        --base runs/ablate-quick/base-snn/last.pt --out runs/search-cost [--check 12] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from firecut.config import default_data_root
+from firecut.search import SearchConfig, prepare_base, run_search
+from firecut.supernet import kendall_tau
+from firecut.supernet_search import fine_tune
+from firecut.train import fit as train_fit
+
+FULL = "11111111"
+
+
+def quiet_fit(cfg, out, **kw):
+    return train_fit(cfg, out, show_progress=False, **kw)
+
+
+def spaced(order: list[str], n: int) -> list[str]:
+    """n masks at evenly spaced ranks of `order` (first and last included)."""
+    return [order[round(i * (len(order) - 1) / (n - 1))] for i in range(n)]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", required=True)
+    ap.add_argument("--base", required=True, help="a trained unpruned spiking SqueezeNet (last.pt)")
+    ap.add_argument("--out", default="runs/search-cost")
+    ap.add_argument("--check", type=int, default=12, help="masks fine-tuned one by one for tau")
+    ap.add_argument("--top-k", type=int, default=3)
+    ap.add_argument("--supernet-epochs", type=int, default=2)
+    ap.add_argument("--score-images", type=int, default=1000)
+    ap.add_argument("--supernet-lr", type=float, default=0.02)
+    ap.add_argument("--test-subset", type=int, default=None, help="class-balanced test images per mask")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args()
+
+    log = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    cfg = SearchConfig(dataset=args.dataset, root=default_data_root(), base=args.base, strategy="supernet",
+                       top_k=args.top_k, supernet_epochs=args.supernet_epochs,
+                       score_images=args.score_images, device=args.device, saliency_masks=0,
+                       supernet_lr=args.supernet_lr, test_subset=args.test_subset)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    rep = run_search(cfg, out, fit=quiet_fit, log=log)
+    scores = rep["scores"]
+    by_acc = sorted(scores, key=lambda b: -scores[b]["acc"])
+    picked = [r["mask"] for r in rep["rows"]]
+    for b in [FULL] + spaced(by_acc, args.check):
+        if len(picked) < args.check and b not in picked:
+            picked.append(b)
+    base, base_cfgs = prepare_base(cfg, out, quiet_fit, log)
+    walls = {}
+    rows = []
+    for b in picked:
+        t = time.perf_counter()
+        rows += fine_tune(cfg, [(by_acc.index(b) + 1, b)], base, base_cfgs, out, quiet_fit, log)
+        walls[b] = time.perf_counter() - t
+    tuned = {r["mask"]: r for r in rows}
+    sup = rep["supernet"]
+    full_s = tuned[FULL]["train_seconds"]
+    ranking_s = sup["train_seconds"] + sup["score_seconds"]
+    result = {
+        "dataset": args.dataset, "timesteps": sup["timesteps"], "score_images": sup["score_images"],
+        "supernet_epochs": args.supernet_epochs,
+        "supernet_train_s": sup["train_seconds"], "score_all_256_s": sup["score_seconds"],
+        "one_training_s": full_s, "ranking_cost_trainings": ranking_s / full_s,
+        "kendall_tau_acc": kendall_tau([scores[b]["acc"] for b in picked], [tuned[b]["acc"] for b in picked]),
+        "kendall_tau_loss": kendall_tau([-scores[b]["loss"] for b in picked],
+                                        [tuned[b]["acc"] for b in picked]),
+        "kendall_tau_energy": kendall_tau([scores[b]["energy_mj"] for b in picked],
+                                          [tuned[b]["energy_mj"] for b in picked]),
+        "masks": [{"mask": b, "supernet_rank": by_acc.index(b) + 1, "score_acc": scores[b]["acc"],
+                   "score_energy_mj": scores[b]["energy_mj"], "tuned_acc": tuned[b]["acc"],
+                   "tuned_energy_mj": tuned[b]["energy_mj"], "train_s": tuned[b]["train_seconds"],
+                   "wall_s": round(walls[b], 1)} for b in picked],
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    (out / "search_cost.json").write_text(json.dumps(result, indent=2) + "\n")
+    if args.json:
+        print(json.dumps(result))
+        return
+    print(f"supernet training {sup['train_seconds']:.0f} s + scoring 256 masks {sup['score_seconds']:.0f} s"
+          f" = {result['ranking_cost_trainings']:.2f} x one training ({full_s:.0f} s, the unpruned mask)")
+    print(f"Kendall tau over {len(picked)} fine-tuned masks: accuracy {result['kendall_tau_acc']:.2f}, "
+          f"loss {result['kendall_tau_loss']:.2f}, energy {result['kendall_tau_energy']:.2f}")
+    print("| rank | mask | score acc | tuned acc | score mJ | tuned mJ |\n|---|---|---|---|---|---|")
+    for m in sorted(result["masks"], key=lambda m: m["supernet_rank"]):
+        print(f"| {m['supernet_rank']} | {m['mask']} | {m['score_acc']:.4f} | {m['tuned_acc']:.4f} | "
+              f"{m['score_energy_mj']:.5f} | {m['tuned_energy_mj']:.5f} |")
+
+
+if __name__ == "__main__":
+    main()
