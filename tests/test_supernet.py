@@ -19,7 +19,7 @@ from firecut.supernet import batch_statistics, build_supernet, kendall_tau, subn
 from firecut.supernet_search import MaskSampler, rank, score_masks
 
 from conftest import assert_user_error, run_cli, shared_file
-from test_search import cfg_for, quiet_fit
+from test_search import base, cfg_for, quiet_fit  # noqa: F401, F811 (base: the tiny trained SNN fixture)
 
 T = 3
 
@@ -179,19 +179,9 @@ class CountingFit:
         return quiet_fit(cfg, out, **kw)
 
 
-@pytest.fixture(scope="module")
-def trained_base(tmp_path_factory):
-    from firecut.ablate import AblateConfig, train_base
-
-    out = tmp_path_factory.mktemp("sbase")
-    ac = AblateConfig(dataset="synthetic", root="", epochs=1, finetune_epochs=1, batch_size=64,
-                      width=0.25, device="cpu", timesteps=2)
-    return train_base(ac, out, quiet_fit, lambda m: None)
-
-
-def test_supernet_search_ranks_all_masks_fine_tunes_the_top_k_and_resumes(tmp_path, trained_base):
+def test_supernet_search_ranks_all_masks_fine_tunes_the_top_k_and_resumes(tmp_path, base):  # noqa: F811
     out = tmp_path / "s"
-    cfg = cfg_for(trained_base, strategy="supernet", top_k=2, supernet_epochs=1, score_images=64)
+    cfg = cfg_for(base, strategy="supernet", top_k=2, supernet_epochs=1, score_images=64)
     fit = CountingFit()
     rep = S.run_search(cfg, out, fit=fit, log=lambda m: None)
     ranking = list(csv.DictReader((out / "ranking.csv").open()))
@@ -217,15 +207,15 @@ def test_supernet_search_ranks_all_masks_fine_tunes_the_top_k_and_resumes(tmp_pa
     assert stamps() == trained_at  # not trained again
     assert (out / "supernet" / "scores.json").stat().st_mtime_ns == scored_at  # not scored again
     with pytest.raises(Exception, match="different settings"):
-        S.run_search(cfg_for(trained_base, strategy="supernet", top_k=2, supernet_epochs=2,
+        S.run_search(cfg_for(base, strategy="supernet", top_k=2, supernet_epochs=2,
                              score_images=64), out, fit=quiet_fit, log=lambda m: None)
 
 
-def test_a_killed_supernet_training_resumes_after_its_last_epoch(tmp_path, trained_base, monkeypatch):
+def test_a_killed_supernet_training_resumes_after_its_last_epoch(tmp_path, base, monkeypatch):  # noqa: F811
     import firecut.train as train_mod
 
     out = tmp_path / "k"
-    cfg = cfg_for(trained_base, strategy="supernet", top_k=1, supernet_epochs=2, score_images=64)
+    cfg = cfg_for(base, strategy="supernet", top_k=1, supernet_epochs=2, score_images=64)
     real = train_mod.train_epoch
     calls = []
 
@@ -250,8 +240,8 @@ def test_a_killed_supernet_training_resumes_after_its_last_epoch(tmp_path, train
 @pytest.mark.parametrize("over,msg", [({"strategy": "grid"}, "unknown --strategy 'grid'"),
                                       ({"top_k": 0}, "--top-k must be >= 1"),
                                       ({"score_images": 400}, "would hold out more than half")])
-def test_impossible_supernet_settings_are_refused(tmp_path, trained_base, over, msg):
-    cfg = cfg_for(trained_base, **{"strategy": "supernet", "supernet_epochs": 1, **over})
+def test_impossible_supernet_settings_are_refused(tmp_path, base, over, msg):  # noqa: F811
+    cfg = cfg_for(base, **{"strategy": "supernet", "supernet_epochs": 1, **over})
     with pytest.raises(Exception, match=msg):
         S.run_search(cfg, tmp_path / "x", fit=quiet_fit, log=lambda m: None)
 
