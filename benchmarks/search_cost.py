@@ -5,8 +5,9 @@ well its ranking predicts individually fine-tuned accuracy.
     tau   = Kendall tau-b between the supernet's held-out accuracy and the test accuracy of the
             same masks pruned from the base and fine-tuned one by one (the Optuna search's trial)
 
-The checked masks: the strategy's top K, then masks evenly spaced over the supernet's accuracy
-ranking up to --check in all, the unpruned mask among them (it is the cost unit). Every step is a
+The checked masks: the strategy's top K, the unpruned mask (it is the cost unit), then masks
+drawn uniformly at random (seed 0, so every supernet setting is checked on the same ones) up to
+--check in all. Every step is a
 resumable run folder under OUT, so a killed benchmark re-run continues.
 
     python benchmarks/search_cost.py --dataset ../shared/data/cifar10-sub.npz \\
@@ -17,11 +18,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import random
 import sys
 import time
 from pathlib import Path
 
 from firecut.config import default_data_root
+from firecut.masks import ALL_MASKS
 from firecut.search import SearchConfig, prepare_base, run_search
 from firecut.supernet import kendall_tau
 from firecut.supernet_search import fine_tune
@@ -34,9 +37,16 @@ def quiet_fit(cfg, out, **kw):
     return train_fit(cfg, out, show_progress=False, **kw)
 
 
-def spaced(order: list[str], n: int) -> list[str]:
-    """n masks at evenly spaced ranks of `order` (first and last included)."""
-    return [order[round(i * (len(order) - 1) / (n - 1))] for i in range(n)]
+def checked(top: list[str], n: int) -> list[str]:
+    """The top K, the unpruned mask, then a seeded uniform draw, n masks in all (or the top K)."""
+    draw = random.Random(0).sample(ALL_MASKS, len(ALL_MASKS))
+    picked = list(top)
+    for b in [FULL, *draw]:
+        if len(picked) >= n:
+            break
+        if b not in picked:
+            picked.append(b)
+    return picked
 
 
 def main() -> None:
@@ -49,6 +59,7 @@ def main() -> None:
     ap.add_argument("--supernet-epochs", type=int, default=2)
     ap.add_argument("--score-images", type=int, default=1000)
     ap.add_argument("--supernet-lr", type=float, default=0.02)
+    ap.add_argument("--shared-lr", type=float, default=0.0)
     ap.add_argument("--test-subset", type=int, default=None, help="class-balanced test images per mask")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", action="store_true")
@@ -58,22 +69,19 @@ def main() -> None:
     cfg = SearchConfig(dataset=args.dataset, root=default_data_root(), base=args.base, strategy="supernet",
                        top_k=args.top_k, supernet_epochs=args.supernet_epochs,
                        score_images=args.score_images, device=args.device, saliency_masks=0,
-                       supernet_lr=args.supernet_lr, test_subset=args.test_subset)
+                       supernet_lr=args.supernet_lr, shared_lr=args.shared_lr, test_subset=args.test_subset)
     out = Path(args.out)
     t0 = time.perf_counter()
     rep = run_search(cfg, out, fit=quiet_fit, log=log)
     scores = rep["scores"]
-    by_acc = sorted(scores, key=lambda b: -scores[b]["acc"])
-    picked = [r["mask"] for r in rep["rows"]]
-    for b in [FULL] + spaced(by_acc, args.check):
-        if len(picked) < args.check and b not in picked:
-            picked.append(b)
+    by_loss = sorted(scores, key=lambda b: scores[b]["loss"])  # the supernet's own order
+    picked = checked([r["mask"] for r in rep["rows"]], args.check)
     base, base_cfgs = prepare_base(cfg, out, quiet_fit, log)
     walls = {}
     rows = []
     for b in picked:
         t = time.perf_counter()
-        rows += fine_tune(cfg, [(by_acc.index(b) + 1, b)], base, base_cfgs, out, quiet_fit, log)
+        rows += fine_tune(cfg, [(by_loss.index(b) + 1, b)], base, base_cfgs, out, quiet_fit, log)
         walls[b] = time.perf_counter() - t
     tuned = {r["mask"]: r for r in rows}
     sup = rep["supernet"]
@@ -89,7 +97,8 @@ def main() -> None:
                                         [tuned[b]["acc"] for b in picked]),
         "kendall_tau_energy": kendall_tau([scores[b]["energy_mj"] for b in picked],
                                           [tuned[b]["energy_mj"] for b in picked]),
-        "masks": [{"mask": b, "supernet_rank": by_acc.index(b) + 1, "score_acc": scores[b]["acc"],
+        "masks": [{"mask": b, "supernet_rank": by_loss.index(b) + 1, "score_acc": scores[b]["acc"],
+                   "score_loss": scores[b]["loss"],
                    "score_energy_mj": scores[b]["energy_mj"], "tuned_acc": tuned[b]["acc"],
                    "tuned_energy_mj": tuned[b]["energy_mj"], "train_s": tuned[b]["train_seconds"],
                    "wall_s": round(walls[b], 1)} for b in picked],
@@ -103,9 +112,10 @@ def main() -> None:
           f" = {result['ranking_cost_trainings']:.2f} x one training ({full_s:.0f} s, the unpruned mask)")
     print(f"Kendall tau over {len(picked)} fine-tuned masks: accuracy {result['kendall_tau_acc']:.2f}, "
           f"loss {result['kendall_tau_loss']:.2f}, energy {result['kendall_tau_energy']:.2f}")
-    print("| rank | mask | score acc | tuned acc | score mJ | tuned mJ |\n|---|---|---|---|---|---|")
+    print("| rank | mask | score loss | score acc | tuned acc | score mJ | tuned mJ |\n" + "|---" * 7 + "|")
     for m in sorted(result["masks"], key=lambda m: m["supernet_rank"]):
-        print(f"| {m['supernet_rank']} | {m['mask']} | {m['score_acc']:.4f} | {m['tuned_acc']:.4f} | "
+        print(f"| {m['supernet_rank']} | {m['mask']} | {m['score_loss']:.3f} | {m['score_acc']:.4f} | "
+              f"{m['tuned_acc']:.4f} | "
               f"{m['score_energy_mj']:.5f} | {m['tuned_energy_mj']:.5f} |")
 
 

@@ -289,7 +289,8 @@ def search(
     strategy: str = typer.Option("optuna", help="optuna: train each proposed mask | supernet: one weight-sharing training ranks all 256 masks, then fine-tune the top K."),
     top_k: int = typer.Option(5, help="supernet: masks fine-tuned after the ranking."),
     supernet_epochs: int = typer.Option(2, help="supernet: epochs of weight-sharing training (a random mask per step)."),
-    supernet_lr: float = typer.Option(0.02, help="supernet: peak learning rate of the weight-sharing training."),
+    supernet_lr: float = typer.Option(0.02, help="supernet: peak learning rate of the re-made branches (they start fresh)."),
+    shared_lr: float = typer.Option(0.0, help="supernet: peak learning rate of the base's own tensors; 0 freezes them (ranked best in BENCHMARKS.md)."),
     score_images: int = typer.Option(1000, help="supernet: training images held out to score the masks on."),
     saliency_masks: int = typer.Option(3, help="Seed masks from the base's saliency ranking (drop the 1..K least salient modules)."),
     width: float = typer.Option(1.0, hidden=True, help="Channel width multiplier (tests)."),
@@ -321,7 +322,7 @@ def search(
                        train_subset=train_subset, test_subset=test_subset, width=width,
                        device=device.value, saliency_masks=saliency_masks, settle_s=settle_s,
                        strategy=strategy, top_k=top_k, supernet_epochs=supernet_epochs, supernet_lr=supernet_lr,
-                       score_images=score_images)
+                       shared_lr=shared_lr, score_images=score_images)
     out = out or str(Path("runs") / f"search-{dataset_name(dataset)}")
     with _resumable(out):
         report = run_search(cfg, out, log=lambda m: print(m, file=sys.stderr))

@@ -74,18 +74,35 @@ def is_spike_input(x: torch.Tensor) -> bool:
     return bool(torch.all(~has | same))
 
 
-def conv_accumulates(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
-    """Exact accumulates of `conv` on input `x` (N, C, H, W): sum over outputs of the nonzero
-    inputs in their receptive field (zero padding adds none), times out-channels per group."""
+def nonzero_map(x: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """(N, C, H, W) -> (1, G, H, W) float64: nonzero inputs per location and channel group,
+    summed over the rows (float64 keeps the counts exact)."""
+    n, c, h, w = x.shape
+    if groups == 1:
+        return (x != 0).sum((0, 1), dtype=torch.int32).to(torch.float64)[None, None]
+    return (x != 0).view(n, groups, c // groups, h, w).sum((0, 2), dtype=torch.float64)[None]
+
+
+def accumulates_from_map(nz: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Accumulates of `conv` on the input whose `nonzero_map` is nz: each output sums the nonzero
+    inputs in its receptive field (zero padding adds none), times out-channels per group. The
+    count is linear in the map, so summing rows first (nonzero_map) loses nothing."""
     if conv.padding_mode != "zeros":
         raise FirecutError(f"cannot count {conv}: only zero padding is supported")
     g = conv.groups
-    n, c, h, w = x.shape
-    nz = (x != 0).to(torch.float32).view(n, g, c // g, h, w).sum(2)  # (N, G, H, W)
-    ones = torch.ones(g, 1, *conv.kernel_size, device=x.device)
+    if nz.shape[1] != g:
+        raise ValueError(f"a nonzero map over {nz.shape[1]} channel group(s) cannot count {conv}")
+    ones = torch.ones(g, 1, *conv.kernel_size, dtype=torch.float64, device=nz.device)
     per_group = F.conv2d(nz, ones, stride=conv.stride, padding=conv.padding,
-                         dilation=conv.dilation, groups=g)  # (N, G, H', W')
+                         dilation=conv.dilation, groups=g)  # (1, G, H', W')
     return per_group.sum() * (conv.out_channels // g)
+
+
+def conv_accumulates(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+    """Exact accumulates of `conv` on input `x` (N, C, H, W), summed over the rows (float64)."""
+    if conv.padding_mode != "zeros":
+        raise FirecutError(f"cannot count {conv}: only zero padding is supported")
+    return accumulates_from_map(nonzero_map(x, conv.groups), conv)
 
 
 def dense_macs_per_row(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> int:

@@ -129,22 +129,23 @@ class _FusedLIF(torch.autograd.Function):
         xf = x.float()
         thr_f = thr.float()
         U = torch.empty((steps, *step_shape), dtype=torch.float32, device=x.device)  # U - thr
+        S = torch.empty_like(U)  # spikes as 0./1. (a comparison written into a float tensor
+        # costs one pass; a bool result converted to float costs three)
         mem = (v_init * thr_f).expand(step_shape).clone()
-        s = None
         for t in range(steps):
-            if reset == "zero" and s is not None:
-                mem.mul_(1.0 - s)
+            if reset == "zero" and t:
+                mem.mul_(1.0 - S[t - 1])
             if beta != 1.0:
                 mem.mul_(beta)
             mem.add_(xf if broadcast else xf[t])
-            if reset == "subtract" and s is not None:
-                mem.addcmul_(s, thr_f, value=-1.0)
+            if reset == "subtract" and t:
+                mem.addcmul_(S[t - 1], thr_f, value=-1.0)
             torch.sub(mem, thr_f, out=U[t])
-            s = (U[t] > 0).float()
+            torch.gt(U[t], 0, out=S[t])
         ctx.save_for_backward(U, thr)
         ctx.cfg = (broadcast, beta, v_init, deriv, param, scale_output, reset)
         ctx.x_dtype = x.dtype
-        S = (U > 0).to(x.dtype)
+        S = S.to(x.dtype)
         return S.mul_(thr.to(x.dtype)) if scale_output else S
 
     @staticmethod
@@ -153,7 +154,9 @@ class _FusedLIF(torch.autograd.Function):
         broadcast, beta, v_init, deriv, param, scale_output, reset = ctx.cfg
         thr_f = thr.float()
         need_thr = ctx.needs_input_grad[1]
-        S = (U > 0).float() if (need_thr or reset == "zero") else None  # (T, B, C, ...)
+        S = None  # (T, B, C, ...) spikes as 0./1.
+        if need_thr or reset == "zero":
+            S = torch.gt(U, 0, out=torch.empty_like(U))
         dM = deriv(U, param, torch.empty_like(U))  # sigma'(U - thr)
         dM.mul_(g)
         if scale_output:
@@ -290,13 +293,14 @@ class SpikingMaxPool2d(nn.Module):
         # that won at the previous step (+0.5 on the integer keys), so the output's running sum
         # stays the winner's. Without this ~10% of predictions move when BN is folded
         # (benchmarks/export_flips.py).
-        keys = torch.round(xs.detach().double().cumsum(0) / self.GRID)  # (T, B, C, H, W)
+        # (x / GRID: GRID is a power of two, so multiplying by its inverse is the same division)
+        keys = xs.detach().to(torch.float64).cumsum(0).mul_(1 / self.GRID).round_()  # (T, B, C, H, W)
         out, won = [], None
         for t in range(T):
-            key = keys[t]
+            key = keys[t]  # a view: keys is ours, so the tie-break is written into it in place
             if won is not None:  # (B, C, H', W') flat indices of the last step's winners
                 flat, w = key.flatten(2), won.flatten(2)
-                key = flat.scatter(2, w, flat.gather(2, w) + 0.5).view_as(key)
+                flat.scatter_(2, w, flat.gather(2, w).add_(0.5))  # repeated winners: same value
             _, won = torch.nn.functional.max_pool2d(
                 key, self.kernel_size, self.stride, self.padding, self.dilation,
                 ceil_mode=self.ceil_mode, return_indices=True)  # (B, C, H', W') flat H*W indices

@@ -8,6 +8,8 @@
               that width; the branch for the width the base had is the base's own conv, the
               others start as a pruned child's re-made conv would (fresh conv, inherited BN and
               neurons). Keying by width is the same rule as pruning by inheritance (by shape).
+              (Keying by source block instead, a branch per re-wiring, was measured worse: 44
+              branches share the same few hundred steps; BENCHMARKS.md.)
     pools     as in a pruned net, each max-pool sits in the last kept block at or before its
               position (`pool_plan`); pools carry no weights, so the supernet places them per mask
     path      set_mask(bits) picks one mask; forward then runs exactly the network that
@@ -29,7 +31,7 @@ from torch import nn
 
 from firecut.models.squeezenet import (FIRE_NAMES, POOL_AFTER, fire_plan, make_pool, pool_plan,
                                        stem_channels)
-from firecut.energy import conv_accumulates
+from firecut.energy import accumulates_from_map, nonzero_map
 from firecut.masks import keep_of
 from firecut.spiking import SpikingMaxPool2d, SpikingNet
 
@@ -59,10 +61,19 @@ class SuperSqueezeNet(nn.Module):
         self.gap = nn.AdaptiveAvgPool2d(1)
         self.stem_width = stem.conv.out_channels
         self.bits = "1" * len(FIRE_NAMES)
+        self.fresh: set[str] = set()  # branch names that did not come from the base (see below)
 
     def set_mask(self, bits: str) -> None:
         keep_of(bits)  # 8 characters of 0/1, or a ValueError
         self.bits = bits
+
+    def path(self, bits: str) -> list[str]:
+        """The branches mask `bits` runs through: its squeeze convs' and its classifier's names."""
+        names, c = [], self.stem_width
+        for name in keep_of(bits):
+            names.append(f"fires.{name}.squeeze.{c}")
+            c = self.fires[name].out_channels
+        return [*names, f"heads.{c}"]
 
     def _block(self, blk: nn.Module, x: torch.Tensor, pools: int) -> torch.Tensor:
         """conv -> BN -> `pools` max-pools -> neuron: ConvBNAct with the mask's pools."""
@@ -95,14 +106,14 @@ class SuperSqueezeNet(nn.Module):
         """(bits, (T*B, K) readout, accumulates) for all 256 masks: the readout of
         set_mask(bits); forward(x), and the AC its spiking convs do on this batch (summed over
         T*B rows; every conv after the stem reads spikes, so the stem's MACs are all its MACs)."""
-        stem = _Open(self, self.stem, [self.stem.bn(self.stem.conv(x))], static=True)
-        zero = torch.zeros((), device=x.device)
+        stem = _Open(self, [self.stem], [self.stem.bn(self.stem.conv(x))], static=True)
+        zero = torch.zeros((), dtype=torch.float64, device=x.device)
         yield from self._walk(0, "", stem, int("stem" in POOL_AFTER), self.stem_width, zero)
 
     def _walk(self, i: int, bits: str, last: "_Open", pools: int, c: int, ac: torch.Tensor):
         if i == len(FIRE_NAMES):
-            h = last.out(pools)
-            yield bits, self._readout(h, c), ac + conv_accumulates(h, self.heads[str(c)].conv)
+            h, nz = last.out(pools)
+            yield bits, self._readout(h, c), ac + accumulates_from_map(nz, self.heads[str(c)].conv)
             return
         name = FIRE_NAMES[i]
         here = int(name in POOL_AFTER)  # the pool at this position, if any
@@ -110,30 +121,36 @@ class SuperSqueezeNet(nn.Module):
         yield from self._walk(i + 1, bits + "0", last, pools + here, c, ac)
         # keep: the last kept block is complete now; this module opens
         fire = self.fires[name]
-        h = last.out(pools)
+        h, nz = last.out(pools)
         squeeze = fire.squeeze[str(c)]
         s = squeeze(h)
-        blocks = (fire.expand1x1, fire.expand3x3)
-        ac = ac + conv_accumulates(h, squeeze.conv) + sum(conv_accumulates(s, b.conv) for b in blocks)
+        blocks = [fire.expand1x1, fire.expand3x3]
+        nz_s = nonzero_map(s)
+        ac = ac + accumulates_from_map(nz, squeeze.conv) + sum(accumulates_from_map(nz_s, b.conv)
+                                                               for b in blocks)
         pre = [b.bn(b.conv(s)) for b in blocks]
-        yield from self._walk(i + 1, bits + "1", _Open(self, fire, pre), here, fire.out_channels, ac)
+        yield from self._walk(i + 1, bits + "1", _Open(self, blocks, pre), here, fire.out_channels, ac)
 
 
 class _Open:
-    """A block whose pre-activations are computed and whose pools are not known yet; its output
-    for each pool count is computed once."""
+    """A block whose pre-activations are computed and whose pools are not known yet: each pool
+    count's output (spikes, with their nonzero map for counting) is computed once, and the pooled
+    pre-activations of one count are the start of the next (the same ops as `_fire_out`)."""
 
-    def __init__(self, net: SuperSqueezeNet, owner: nn.Module, pre: list[torch.Tensor],
+    def __init__(self, net: SuperSqueezeNet, blocks: list[nn.Module], pre: list[torch.Tensor],
                  static: bool = False):
-        self.net, self.owner, self.pre, self.static = net, owner, pre, static
-        self.done: dict[int, torch.Tensor] = {}
+        self.net, self.blocks, self.static = net, blocks, static
+        self.pooled = [pre]  # [k]: the pre-activations after k pools
+        self.done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def out(self, pools: int) -> torch.Tensor:
+    def out(self, pools: int) -> tuple[torch.Tensor, torch.Tensor]:
         if pools not in self.done:
-            blocks = [self.owner] if self.static else [self.owner.expand1x1, self.owner.expand3x3]
-            outs = [self.net._fire_out(b, p, pools, self.static) for b, p in zip(blocks, self.pre,
-                                                                                 strict=True)]
-            self.done[pools] = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+            pool = self.net.stem_pool if self.static else self.net.spike_pool
+            while len(self.pooled) <= pools:
+                self.pooled.append([pool(p) for p in self.pooled[-1]])
+            outs = [b.act(p) for b, p in zip(self.blocks, self.pooled[pools], strict=True)]
+            h = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
+            self.done[pools] = h, nonzero_map(h)
         return self.done[pools]
 
 
@@ -179,13 +196,24 @@ def build_supernet(base: dict[str, Any]) -> SpikingNet:
         fires[spec.name] = SuperFire(squeeze, block.expand1x1, block.expand3x3, block.out_channels)
     heads = {}
     for src, c in sources:
-        if c not in heads:
-            heads[c] = full.classifier if src == FIRE_NAMES[-1] else child((src,) if src else ()).classifier
+        if c not in heads:  # the base's own classifier for the width it had
+            heads[c] = full.classifier if c == sources[-1][1] else child((src,) if src else ()).classifier
     for m in [full.features.stem, *(f for s in fires.values() for f in s.modules())]:
         if hasattr(m, "pool"):
             m.pool = None  # the supernet places pools per mask
     net = SuperSqueezeNet(full.features.stem, fires, heads, sc.timesteps)
+    own = {id(m) for m in full.modules()}  # the base's own modules; the rest were re-made
+    branches = [(f"fires.{n}.squeeze.{c}", m) for n, f in fires.items() for c, m in f.squeeze.items()]
+    branches += [(f"heads.{c}", m) for c, m in net.heads.items()]
+    net.fresh = {name for name, m in branches if id(m) not in own}
     return SpikingNet(net, sc.timesteps)
+
+
+def fresh_parameters(supernet: SpikingNet) -> set[int]:
+    """ids of the parameters of branches the base did not have (re-made convs and classifiers,
+    with the BN and neurons they inherited): the rest is the base's own trained tensors."""
+    sup: SuperSqueezeNet = supernet.net
+    return {id(p) for name in sup.fresh for p in sup.get_submodule(name).parameters()}
 
 
 def subnet_state(supernet: SpikingNet, bits: str) -> dict[str, torch.Tensor]:

@@ -48,6 +48,8 @@ def check_values(cfg) -> None:
             raise FirecutError(f"{flag} must be >= {lo} (got {v})")
     if not cfg.supernet_lr > 0:
         raise FirecutError(f"--supernet-lr must be > 0 (got {cfg.supernet_lr})")
+    if not cfg.shared_lr >= 0:
+        raise FirecutError(f"--shared-lr must be >= 0 (got {cfg.shared_lr})")
     if cfg.top_k > len(ALL_MASKS):
         raise FirecutError(f"--top-k {cfg.top_k}: only {len(ALL_MASKS)} keep masks exist")
 
@@ -56,11 +58,13 @@ def check_values(cfg) -> None:
 
 
 class MaskSampler:
-    """A training loader that sets a uniformly drawn keep mask on the supernet before each batch;
-    the draws depend only on (seed, epoch), so a resumed epoch draws the same masks."""
+    """A training loader that sets a keep mask drawn uniformly from `masks` (default: all 256)
+    on the supernet before each batch; the draws depend only on (seed, epoch), so a resumed epoch
+    draws the same masks."""
 
-    def __init__(self, loader, supernet, seed: int):
+    def __init__(self, loader, supernet, seed: int, masks: list[str] | None = None):
         self.loader, self.supernet, self.seed = loader, supernet, seed
+        self.masks = masks or ALL_MASKS
         self.x = loader.x
 
     def __len__(self) -> int:
@@ -69,7 +73,7 @@ class MaskSampler:
     def __iter__(self):
         rng = random.Random(f"{self.seed}-{self.loader.epoch}")
         for batch in self.loader:
-            self.supernet.net.set_mask(rng.choice(ALL_MASKS))
+            self.supernet.net.set_mask(rng.choice(self.masks))
             yield batch
 
 
@@ -100,16 +104,36 @@ def _load_state(path: Path, sig: dict[str, Any]) -> dict[str, Any] | None:
     return state
 
 
+def supernet_optimizer(sup, run_cfg, fresh_lr: float, shared_lr: float) -> torch.optim.Optimizer:
+    """The recipe's optimizer with two peak rates: `fresh_lr` for the branches the base did not
+    have, `shared_lr` for the base's own tensors (0 freezes them: every path then keeps the base's
+    weights and only its re-made connections learn)."""
+    from firecut.supernet import fresh_parameters
+    from firecut.train import make_optimizer
+
+    fresh = fresh_parameters(sup)
+    if shared_lr == 0:
+        for p in sup.parameters():
+            p.requires_grad_(id(p) in fresh)
+    recipe = make_optimizer(sup, run_cfg)  # (decay, no decay) groups
+    groups = [{**{k: v for k, v in g.items() if k != "params"}, "params": ps, "lr": lr}
+              for g in recipe.param_groups
+              for lr, ps in ((fresh_lr, [p for p in g["params"] if id(p) in fresh]),
+                             (shared_lr, [p for p in g["params"] if id(p) not in fresh]))
+              if ps]
+    return type(recipe)(groups, **recipe.defaults)
+
+
 def train_supernet(cfg, base: dict[str, Any], data, device, folder: Path, sig: dict[str, Any],
                    log: Callable[[str], None]):
     """The trained supernet (resumed from folder/last.pt), the held-out indices, its run config."""
     from firecut.data import DeviceLoader
     from firecut.supernet import build_supernet
-    from firecut.train import Progress, make_optimizer, make_scheduler, train_epoch
+    from firecut.train import Progress, make_scheduler, train_epoch
 
     run_cfg = step_config(_settings(cfg), "snn", cfg.seed)
     run_cfg.train.epochs = cfg.supernet_epochs
-    run_cfg.train.lr = cfg.supernet_lr
+    shared_lr = cfg.shared_lr
     sup = build_supernet(base)
     sup.set_timesteps(run_cfg.spiking.timesteps)
     sup.to(device)
@@ -120,7 +144,7 @@ def train_supernet(cfg, base: dict[str, Any], data, device, folder: Path, sig: d
     if len(loader) == 0:
         raise FirecutError(f"{len(train_idx)} training images is fewer than one batch of "
                            f"{run_cfg.train.batch_size}; lower --batch-size")
-    opt = make_optimizer(sup, run_cfg)
+    opt = supernet_optimizer(sup, run_cfg, cfg.supernet_lr, shared_lr)
     sched = make_scheduler(opt, len(loader), run_cfg)
     start, seconds = 0, 0.0
     state = _load_state(folder / "last.pt", sig)
@@ -131,12 +155,14 @@ def train_supernet(cfg, base: dict[str, Any], data, device, folder: Path, sig: d
         start, seconds = state["epoch"], state["train_seconds"]
         if start < cfg.supernet_epochs:
             log(f"supernet: resuming after epoch {start}/{cfg.supernet_epochs}")
+    # with the base's tensors frozen, a mask whose path has no re-made branch has nothing to learn
+    masks = [b for b in ALL_MASKS if shared_lr > 0 or set(sup.net.path(b)) & sup.net.fresh]
     progress = Progress()
     for epoch in range(start, cfg.supernet_epochs):
         loader.epoch = epoch
         bar = progress.bar(f"supernet epoch {epoch + 1}/{cfg.supernet_epochs}", len(loader))
         try:
-            tr = train_epoch(sup, MaskSampler(loader, sup, cfg.seed), opt, sched, run_cfg, bar)
+            tr = train_epoch(sup, MaskSampler(loader, sup, cfg.seed, masks), opt, sched, run_cfg, bar)
         finally:
             bar.close()
         if not torch.isfinite(torch.tensor(tr["train_loss"])):
@@ -168,7 +194,7 @@ def score_masks(sup, loader, energy=None, amp: bool = True) -> dict[str, dict[st
     T = sup.timesteps
     correct = {b: torch.zeros((), device=device) for b in ALL_MASKS}
     loss = {b: torch.zeros((), device=device) for b in ALL_MASKS}
-    ac = {b: torch.zeros((), device=device) for b in ALL_MASKS}
+    ac = {b: torch.zeros((), dtype=torch.float64, device=device) for b in ALL_MASKS}
     n, mac = 0, 0
     with batch_statistics(sup), autocast(device, amp):
         for x, y in loader:
@@ -189,16 +215,19 @@ def score_masks(sup, loader, energy=None, amp: bool = True) -> dict[str, dict[st
 
 
 def rank(scores: dict[str, dict[str, float]], objective: str, lam: float) -> list[str]:
-    """Masks best first: pareto = non-dominated fronts in turn (most accurate first in each);
-    scalar = J = acc - lambda * energy / energy(all kept)."""
+    """Masks best first by held-out loss, not accuracy: on 1,000 images accuracy moves in coarse
+    steps and sits near chance for every weak path, while the loss still orders them; it predicted
+    fine-tuned accuracy better (Kendall tau, BENCHMARKS.md). pareto = non-dominated fronts of
+    (loss down, energy down) in turn, lowest loss first in each; scalar = J = -loss - lambda *
+    energy / energy(all kept)."""
     if objective == "scalar":
         e_full = scores["1" * len(FIRE_NAMES)]["energy_mj"]
-        return sorted(scores, key=lambda b: -(scores[b]["acc"] - lam * scores[b]["energy_mj"] / e_full))
+        return sorted(scores, key=lambda b: scores[b]["loss"] + lam * scores[b]["energy_mj"] / e_full)
     left, order = list(scores), []
     while left:
-        pts = [(scores[b]["energy_mj"], scores[b]["acc"]) for b in left]
+        pts = [(scores[b]["energy_mj"], -scores[b]["loss"]) for b in left]
         front = [left[i] for i in pareto_front(pts)]
-        order += sorted(front, key=lambda b: (-scores[b]["acc"], scores[b]["energy_mj"]))
+        order += sorted(front, key=lambda b: (scores[b]["loss"], scores[b]["energy_mj"]))
         left = [b for b in left if b not in front]
     return order
 
@@ -279,7 +308,7 @@ def run_supernet_search(cfg, out: Path, fit: Callable, log: Callable[[str], None
     out.mkdir(parents=True, exist_ok=True)
     base, base_cfgs = prepare_base(cfg, out, fit, log)
     sig = {**signature(cfg, base), "supernet_epochs": cfg.supernet_epochs, "supernet_lr": cfg.supernet_lr,
-           "score_images": cfg.score_images}
+           "shared_lr": cfg.shared_lr, "score_images": cfg.score_images}
     sig.pop("objective", None)
     pin_settings(out, "supernet.yaml", {**sig, "objective": cfg.objective, "top_k": cfg.top_k},
                  "a supernet search with different settings")
@@ -289,7 +318,7 @@ def run_supernet_search(cfg, out: Path, fit: Callable, log: Callable[[str], None
     rows = fine_tune(cfg, [(i + 1, b) for i, b in enumerate(order[: cfg.top_k])], base, base_cfgs, out,
                      fit, log)
     best, reason = choose_best(rows, cfg.objective, cfg.max_energy_mj)
-    tau = (kendall_tau([scores[r["mask"]]["acc"] for r in rows], [r["acc"] for r in rows])
+    tau = (kendall_tau([-scores[r["mask"]]["loss"] for r in rows], [r["acc"] for r in rows])
            if len(rows) > 2 else None)
     atomic_write_text(out / "ranking.csv", ranking_csv(order, scores, rows))
     atomic_write_text(out / "trials.csv", trials_csv(rows))
@@ -334,17 +363,19 @@ def supernet_markdown(cfg, result, order, rows, best, reason, tau) -> str:
              f"the top {len(rows)} were then fine-tuned like Optuna trials.", "",
              "## Supernet ranking (top 20; all in ranking.csv)", "",
              "| Rank | " + " | ".join(f"F{m[4:]}" for m in FIRE_NAMES) +
-             " | Score acc | Score energy (mJ) | Fine-tuned acc |", "|" + "---|" * (len(FIRE_NAMES) + 4)]
+             " | Score loss | Score acc | Score energy (mJ) | Fine-tuned acc |",
+             "|" + "---|" * (len(FIRE_NAMES) + 5)]
     for i, b in enumerate(order[:20]):
         t = tuned.get(b)
         marks = " | ".join("✓" if c == "1" else "–" for c in b)
-        lines.append(f"| {i + 1} | {marks} | {scores[b]['acc']:.4f} | {scores[b]['energy_mj']:.5f} | "
+        lines.append(f"| {i + 1} | {marks} | {scores[b]['loss']:.3f} | {scores[b]['acc']:.4f} | "
+                     f"{scores[b]['energy_mj']:.5f} | "
                      f"{format(t['acc'], '.4f') if t else ''} |")
     front = sorted((r for r in rows if r["on_front"]), key=lambda r: r["energy_mj"])
     lines += ["", "## Fine-tuned masks: Pareto front", "", head, *map(_row_md, front), "",
               "## Chosen (best.pt)", "", head, _row_md(best), "", f"Chosen as {reason}.", ""]
     if tau is not None:
-        lines += [f"Kendall tau between supernet accuracy and fine-tuned accuracy over these {len(rows)} "
-                  f"masks: {tau:.2f} (within the top of the ranking only).", ""]
+        lines += [f"Kendall tau between supernet loss (low to high) and fine-tuned accuracy over these "
+                  f"{len(rows)} masks: {tau:.2f} (within the top of the ranking only).", ""]
     return "\n".join(lines)
 

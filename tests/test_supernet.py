@@ -150,6 +150,39 @@ def test_a_training_step_changes_only_the_sampled_path(base_ckpt):
                    for k in changed)
 
 
+def test_fresh_branches_and_shared_tensors_take_their_own_rates(base_ckpt):
+    from firecut.config import RunConfig
+    from firecut.supernet import fresh_parameters
+    from firecut.supernet_search import supernet_optimizer
+
+    net = build_supernet(base_ckpt)
+    fresh = fresh_parameters(net)
+    assert net.net.fresh >= {"fires.fire5.squeeze.16", "heads.16", "heads.64"}
+    assert "fires.fire5.squeeze.64" not in net.net.fresh and "heads.128" not in net.net.fresh
+    assert net.net.path("00010001") == ["fires.fire5.squeeze.16", "fires.fire9.squeeze.64", "heads.128"]
+    assert id(net.net.fires.fire5.squeeze["16"].conv.weight) in fresh
+    assert id(net.net.fires.fire5.squeeze["64"].conv.weight) not in fresh
+    opt = supernet_optimizer(net, RunConfig(), fresh_lr=0.3, shared_lr=0.01)
+    lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}
+    assert len(lr_of) == sum(1 for _ in net.parameters())  # every tensor in exactly one group
+    assert {lr_of[i] for i in fresh} == {0.3} and {v for k, v in lr_of.items() if k not in fresh} == {0.01}
+    decay = {id(p): g["weight_decay"] for g in opt.param_groups for p in g["params"]}
+    assert decay[id(net.net.heads["16"].conv.weight)] > 0 == decay[id(net.net.heads["16"].conv.bias)]
+
+    frozen = build_supernet(base_ckpt)  # shared rate 0: only the re-made branches learn
+    opt = supernet_optimizer(frozen, RunConfig(), fresh_lr=0.3, shared_lr=0.0)
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    frozen.net.set_mask("00010001")
+    torch.nn.functional.cross_entropy(frozen(torch.randn(4, 3, 32, 32)), torch.arange(4)).backward()
+    opt.step()
+    changed = {k for k, v in frozen.state_dict().items()
+               if k.endswith("weight") and not torch.equal(v, before[k])}
+    assert "net.fires.fire5.squeeze.16.conv.weight" in changed  # stem -> fire5 -> fire9: re-made
+    assert "net.fires.fire9.squeeze.64.conv.weight" in changed
+    assert all(k.startswith(("net.fires.fire5.squeeze.16.", "net.fires.fire9.squeeze.64."))
+               for k in changed)
+
+
 def test_kendall_tau():
     assert kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
     assert kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
@@ -159,11 +192,12 @@ def test_kendall_tau():
 
 
 def test_rank_puts_each_non_dominated_front_first():
-    s = {"a": {"acc": 0.5, "energy_mj": 1.0}, "b": {"acc": 0.6, "energy_mj": 2.0},
-         "c": {"acc": 0.4, "energy_mj": 2.0}, "d": {"acc": 0.55, "energy_mj": 3.0},
-         "11111111": {"acc": 0.7, "energy_mj": 4.0}}
+    # ranked by loss; accuracy (here in the opposite order) is shown, not ranked on
+    s = {"a": {"loss": 1.5, "acc": 0.1, "energy_mj": 1.0}, "b": {"loss": 1.4, "acc": 0.2, "energy_mj": 2.0},
+         "c": {"loss": 1.6, "acc": 0.9, "energy_mj": 2.0}, "d": {"loss": 1.45, "acc": 0.3, "energy_mj": 3.0},
+         "11111111": {"loss": 1.3, "acc": 0.0, "energy_mj": 4.0}}
     assert rank(s, "pareto", 0.0) == ["11111111", "b", "a", "d", "c"]
-    # scalar: J = acc - lambda * E / E(all kept); lambda 0.4: a .4, b .4, c .2, d .25, all .3
+    # scalar: J = -loss - lambda * E / E(all kept); lambda 0.4: a -1.6, b -1.6, c -1.8, d -1.75, all -1.7
     assert rank(s, "scalar", 0.4)[-1] == "c" and rank(s, "scalar", 0.4)[:2] in (["a", "b"], ["b", "a"])
 
 
@@ -190,9 +224,9 @@ def test_supernet_search_ranks_all_masks_fine_tunes_the_top_k_and_resumes(tmp_pa
     assert all(r["tuned_acc"] for r in ranking[:2]) and not any(r["tuned_acc"] for r in ranking[2:])
     scores = json.loads((out / "supernet" / "scores.json").read_text())
     assert scores["score_images"] == 64 and scores["train_seconds"] > 0
-    front_acc = max(float(r["score_acc"]) for r in ranking if float(r["score_energy_mj"]) <= float(
+    front_loss = min(float(r["score_loss"]) for r in ranking if float(r["score_energy_mj"]) <= float(
         ranking[0]["score_energy_mj"]))
-    assert float(ranking[0]["score_acc"]) == front_acc  # nothing cheaper is more accurate
+    assert float(ranking[0]["score_loss"]) == front_loss  # nothing as cheap has a lower loss
     assert len(fit.runs) == 2 and (out / "best.pt").is_file()
     assert rep["best"]["mask"] in rep["order"][:2]
     assert "# Mask search: supernet (pareto)" in (out / "pareto.md").read_text()
