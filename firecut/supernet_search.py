@@ -2,17 +2,19 @@
 then fine-tune only the top K.
 
     supernet  built from the base SNN (firecut/supernet.py) and trained E epochs with the
-              fine-tuning recipe at a higher peak rate (--supernet-lr: each re-wired branch
-              starts fresh and is on the sampled path in few steps); every step samples one keep
-              mask uniformly from the 256 and trains only its path. N training images
+              fine-tuning recipe: the re-made branches at peak rate --supernet-lr (they start
+              fresh), the base's own tensors at --shared-lr (default 0: frozen; see README and
+              BENCHMARKS.md for why); every step samples one keep mask uniformly (among those
+              with something to learn) and trains only its path. N training images
               (--score-images, class-balanced) are held out of this training: they score the
               masks. OUT/supernet/last.pt after each epoch.
-    score     every mask on the held-out images with the shared weights: accuracy and loss, with
-              batch norm on each batch's own statistics (a shared BN's running statistics mix all
-              masks); AC, MAC and energy per image counted on the same images, in the same walk.
-              OUT/supernet/scores.json
-    rank      pareto: non-dominated sorting of (score accuracy up, energy down), most accurate
-              first within a front; scalar: J = acc - lambda * energy / energy(all kept)
+    score     every mask on the held-out images with the shared weights: loss and accuracy,
+              with batch norm on each batch's own statistics (a shared BN's running statistics
+              mix all masks); AC, MAC and energy per image counted on the same images, in the
+              same walk. OUT/supernet/scores.json
+    rank      by held-out loss (it predicted fine-tuned accuracy better than accuracy did):
+              pareto = non-dominated sorting of (loss down, energy down), lowest loss first
+              within a front; scalar: J = -loss - lambda * energy / energy(all kept)
     top K     pruned from the base and fine-tuned exactly like a trial of the Optuna search
               (OUT/masks/BITS-sSEED), so their figures compare with it; best.pt is chosen among
               them by the Optuna search's rule. ranking.csv lists all 256 masks.
@@ -40,6 +42,8 @@ from firecut.masks import ALL_MASKS, keep_of, pattern
 from firecut.recipe import pin_settings, step_config
 from firecut.runs import atomic_write_bytes, atomic_write_text
 from firecut.schedules import FIRE_NAMES, Schedule
+
+SCORE_BATCH = 500  # held-out images per walk (batch norm's statistics come from each batch)
 
 def check_values(cfg) -> None:
     for flag, v, lo in (("--top-k", cfg.top_k, 1), ("--supernet-epochs", cfg.supernet_epochs, 1),
@@ -264,8 +268,6 @@ def supernet_scores(cfg, base_path: str, out: Path, sig: dict[str, Any],
     atomic_write_text(path, json.dumps(result, indent=1) + "\n")
     return result
 
-
-SCORE_BATCH = 500  # held-out images per walk (batch norm's statistics come from each batch)
 
 
 # ------------------------------------------------------------------------------ the search
