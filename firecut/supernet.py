@@ -75,28 +75,24 @@ class SuperSqueezeNet(nn.Module):
             c = self.fires[name].out_channels
         return [*names, f"heads.{c}"]
 
-    def _block(self, blk: nn.Module, x: torch.Tensor, pools: int) -> torch.Tensor:
-        """conv -> BN -> `pools` max-pools -> neuron: ConvBNAct with the mask's pools."""
-        return self._fire_out(blk, blk.bn(blk.conv(x)), pools, blk is self.stem)
-
-    def _fire_out(self, blk: nn.Module, pre: torch.Tensor, pools: int, static: bool) -> torch.Tensor:
-        pool = self.stem_pool if static else self.spike_pool
-        for _ in range(pools):
-            pre = pool(pre)  # (N, C, H/2, W/2)
-        return blk.act(pre)
-
     def _readout(self, h: torch.Tensor, c: int) -> torch.Tensor:
         return self.gap(self.heads[str(c)](h)).flatten(1)  # (T*B, K)
+
+    def _open_stem(self, x: torch.Tensor) -> "_Open":
+        return _Open(self, [self.stem], [self.stem.bn(self.stem.conv(x))], static=True)
+
+    def _open_fire(self, fire: SuperFire, s: torch.Tensor) -> "_Open":
+        """The fire's expand blocks on squeeze output s, their pools still to come."""
+        blocks = [fire.expand1x1, fire.expand3x3]  # squeeze blocks never hold pools
+        return _Open(self, blocks, [b.bn(b.conv(s)) for b in blocks])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W): encode once
         keep = keep_of(self.bits)
         pools = pool_plan(keep)
-        h, c = self._block(self.stem, x, pools["stem"]), self.stem_width  # (T*B, 64, H', W')
+        h, c = self._open_stem(x).out(pools["stem"]), self.stem_width  # (T*B, 64, H', W')
         for name in keep:
             fire = self.fires[name]
-            s = fire.squeeze[str(c)](h)  # squeeze blocks never hold pools
-            h = torch.cat([self._block(fire.expand1x1, s, pools[name]),
-                           self._block(fire.expand3x3, s, pools[name])], 1)
+            h = self._open_fire(fire, fire.squeeze[str(c)](h)).out(pools[name])
             c = fire.out_channels
         return self._readout(h, c)
 
@@ -106,14 +102,13 @@ class SuperSqueezeNet(nn.Module):
         """(bits, (T*B, K) readout, accumulates) for all 256 masks: the readout of
         set_mask(bits); forward(x), and the AC its spiking convs do on this batch (summed over
         T*B rows; every conv after the stem reads spikes, so the stem's MACs are all its MACs)."""
-        stem = _Open(self, [self.stem], [self.stem.bn(self.stem.conv(x))], static=True)
         zero = torch.zeros((), dtype=torch.float64, device=x.device)
-        yield from self._walk(0, "", stem, int("stem" in POOL_AFTER), self.stem_width, zero)
+        yield from self._walk(0, "", self._open_stem(x), int("stem" in POOL_AFTER), self.stem_width, zero)
 
     def _walk(self, i: int, bits: str, last: "_Open", pools: int, c: int, ac: torch.Tensor):
         if i == len(FIRE_NAMES):
-            h, nz = last.out(pools)
-            yield bits, self._readout(h, c), ac + accumulates_from_map(nz, self.heads[str(c)].conv)
+            head_ac = accumulates_from_map(last.nonzero(pools), self.heads[str(c)].conv)
+            yield bits, self._readout(last.out(pools), c), ac + head_ac
             return
         name = FIRE_NAMES[i]
         here = int(name in POOL_AFTER)  # the pool at this position, if any
@@ -121,37 +116,41 @@ class SuperSqueezeNet(nn.Module):
         yield from self._walk(i + 1, bits + "0", last, pools + here, c, ac)
         # keep: the last kept block is complete now; this module opens
         fire = self.fires[name]
-        h, nz = last.out(pools)
         squeeze = fire.squeeze[str(c)]
-        s = squeeze(h)
-        blocks = [fire.expand1x1, fire.expand3x3]
+        s = squeeze(last.out(pools))
         nz_s = nonzero_map(s)
-        ac = ac + accumulates_from_map(nz, squeeze.conv) + sum(accumulates_from_map(nz_s, b.conv)
-                                                               for b in blocks)
-        pre = [b.bn(b.conv(s)) for b in blocks]
-        yield from self._walk(i + 1, bits + "1", _Open(self, blocks, pre), here, fire.out_channels, ac)
+        ac = ac + accumulates_from_map(last.nonzero(pools), squeeze.conv) + sum(
+            accumulates_from_map(nz_s, b.conv) for b in (fire.expand1x1, fire.expand3x3))
+        yield from self._walk(i + 1, bits + "1", self._open_fire(fire, s), here, fire.out_channels, ac)
 
 
 class _Open:
     """A block whose pre-activations are computed and whose pools are not known yet: each pool
-    count's output (spikes, with their nonzero map for counting) is computed once, and the pooled
-    pre-activations of one count are the start of the next (the same ops as `_fire_out`)."""
+    count's output is computed once (and its nonzero map, for counting, when asked), and the
+    pooled pre-activations of one count are the start of the next. `forward` runs one count
+    through it, the walk several."""
 
     def __init__(self, net: SuperSqueezeNet, blocks: list[nn.Module], pre: list[torch.Tensor],
                  static: bool = False):
         self.net, self.blocks, self.static = net, blocks, static
         self.pooled = [pre]  # [k]: the pre-activations after k pools
-        self.done: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.done: dict[int, torch.Tensor] = {}
+        self.nonzeros: dict[int, torch.Tensor] = {}
 
-    def out(self, pools: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def out(self, pools: int) -> torch.Tensor:
+        """conv -> BN -> `pools` max-pools -> neuron, of every block, concatenated."""
         if pools not in self.done:
             pool = self.net.stem_pool if self.static else self.net.spike_pool
             while len(self.pooled) <= pools:
-                self.pooled.append([pool(p) for p in self.pooled[-1]])
+                self.pooled.append([pool(p) for p in self.pooled[-1]])  # (N, C, H/2, W/2)
             outs = [b.act(p) for b, p in zip(self.blocks, self.pooled[pools], strict=True)]
-            h = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
-            self.done[pools] = h, nonzero_map(h)
+            self.done[pools] = outs[0] if len(outs) == 1 else torch.cat(outs, 1)
         return self.done[pools]
+
+    def nonzero(self, pools: int) -> torch.Tensor:
+        if pools not in self.nonzeros:
+            self.nonzeros[pools] = nonzero_map(self.out(pools))
+        return self.nonzeros[pools]
 
 
 # ------------------------------------------------------------------------------ building
@@ -221,14 +220,13 @@ def subnet_state(supernet: SpikingNet, bits: str) -> dict[str, torch.Tensor]:
     sup: SuperSqueezeNet = supernet.net
     keep = keep_of(bits)
     out = {f"net.features.stem.{k}": v for k, v in sup.stem.state_dict().items()}
-    c = sup.stem_width
-    for name in keep:
+    *squeezes, head = sup.path(bits)
+    for name, branch in zip(keep, squeezes, strict=True):
         fire = sup.fires[name]
-        for part, mod in (("squeeze", fire.squeeze[str(c)]), ("expand1x1", fire.expand1x1),
+        for part, mod in (("squeeze", sup.get_submodule(branch)), ("expand1x1", fire.expand1x1),
                           ("expand3x3", fire.expand3x3)):
             out.update({f"net.features.{name}.{part}.{k}": v for k, v in mod.state_dict().items()})
-        c = fire.out_channels
-    out.update({f"net.classifier.{k}": v for k, v in sup.heads[str(c)].state_dict().items()})
+    out.update({f"net.classifier.{k}": v for k, v in sup.get_submodule(head).state_dict().items()})
     return out
 
 

@@ -137,7 +137,6 @@ def train_supernet(cfg, base: dict[str, Any], data, device, folder: Path, sig: d
 
     run_cfg = step_config(_settings(cfg), "snn", cfg.seed)
     run_cfg.train.epochs = cfg.supernet_epochs
-    shared_lr = cfg.shared_lr
     sup = build_supernet(base)
     sup.set_timesteps(run_cfg.spiking.timesteps)
     sup.to(device)
@@ -148,7 +147,7 @@ def train_supernet(cfg, base: dict[str, Any], data, device, folder: Path, sig: d
     if len(loader) == 0:
         raise FirecutError(f"{len(train_idx)} training images is fewer than one batch of "
                            f"{run_cfg.train.batch_size}; lower --batch-size")
-    opt = supernet_optimizer(sup, run_cfg, cfg.supernet_lr, shared_lr)
+    opt = supernet_optimizer(sup, run_cfg, cfg.supernet_lr, cfg.shared_lr)
     sched = make_scheduler(opt, len(loader), run_cfg)
     start, seconds = 0, 0.0
     state = _load_state(folder / "last.pt", sig)
@@ -160,7 +159,7 @@ def train_supernet(cfg, base: dict[str, Any], data, device, folder: Path, sig: d
         if start < cfg.supernet_epochs:
             log(f"supernet: resuming after epoch {start}/{cfg.supernet_epochs}")
     # with the base's tensors frozen, a mask whose path has no re-made branch has nothing to learn
-    masks = [b for b in ALL_MASKS if shared_lr > 0 or set(sup.net.path(b)) & sup.net.fresh]
+    masks = [b for b in ALL_MASKS if cfg.shared_lr > 0 or set(sup.net.path(b)) & sup.net.fresh]
     progress = Progress()
     for epoch in range(start, cfg.supernet_epochs):
         loader.epoch = epoch
