@@ -6,9 +6,10 @@ well its ranking predicts individually fine-tuned accuracy.
             same masks pruned from the base and fine-tuned one by one (the Optuna search's trial)
 
 The checked masks: the strategy's top K, the unpruned mask (it is the cost unit), then masks
-drawn uniformly at random (seed 0, so every supernet setting is checked on the same ones) up to
---check in all. Every step is a
-resumable run folder under OUT, so a killed benchmark re-run continues.
+drawn uniformly at random (--draw-seed, 0 by default, so every supernet setting is checked on the
+same ones) up to --check in all. Another --draw-seed checks the same supernet out of sample: its
+report goes to search_cost-draw<seed>.json beside the seed-0 one, and reuses every finished run.
+Every step is a resumable run folder under OUT, so a killed benchmark re-run continues.
 
     python benchmarks/search_cost.py --dataset ../shared/data/cifar10-sub.npz \\
         --base runs/ablate-quick/base-snn/last.pt --out runs/search-cost [--check 12] [--json]
@@ -37,9 +38,9 @@ def quiet_fit(cfg, out, **kw):
     return train_fit(cfg, out, show_progress=False, **kw)
 
 
-def checked(top: list[str], n: int) -> list[str]:
+def checked(top: list[str], n: int, seed: int = 0) -> list[str]:
     """The top K, the unpruned mask, then a seeded uniform draw, n masks in all (or the top K)."""
-    draw = random.Random(0).sample(ALL_MASKS, len(ALL_MASKS))
+    draw = random.Random(seed).sample(ALL_MASKS, len(ALL_MASKS))
     picked = list(top)
     for b in [FULL, *draw]:
         if len(picked) >= n:
@@ -55,6 +56,7 @@ def main() -> None:
     ap.add_argument("--base", required=True, help="a trained unpruned spiking SqueezeNet (last.pt)")
     ap.add_argument("--out", default="runs/search-cost")
     ap.add_argument("--check", type=int, default=12, help="masks fine-tuned one by one for tau")
+    ap.add_argument("--draw-seed", type=int, default=0, help="seed of the uniform draw of checked masks")
     ap.add_argument("--top-k", type=int, default=3)
     ap.add_argument("--supernet-epochs", type=int, default=2)
     ap.add_argument("--score-images", type=int, default=1000)
@@ -75,7 +77,7 @@ def main() -> None:
     rep = run_search(cfg, out, fit=quiet_fit, log=log)
     scores = rep["scores"]
     by_loss = sorted(scores, key=lambda b: scores[b]["loss"])  # the supernet's own order
-    picked = checked([r["mask"] for r in rep["rows"]], args.check)
+    picked = checked([r["mask"] for r in rep["rows"]], args.check, args.draw_seed)
     base, base_cfgs = prepare_base(cfg, out, quiet_fit, log)
     walls = {}
     rows = []
@@ -89,7 +91,7 @@ def main() -> None:
     ranking_s = sup["train_seconds"] + sup["score_seconds"]
     result = {
         "dataset": args.dataset, "timesteps": sup["timesteps"], "score_images": sup["score_images"],
-        "supernet_epochs": args.supernet_epochs,
+        "supernet_epochs": args.supernet_epochs, "draw_seed": args.draw_seed,
         "supernet_train_s": sup["train_seconds"], "score_all_256_s": sup["score_seconds"],
         "one_training_s": full_s, "ranking_cost_trainings": ranking_s / full_s,
         "kendall_tau_acc": kendall_tau([scores[b]["acc"] for b in picked], [tuned[b]["acc"] for b in picked]),
@@ -104,7 +106,8 @@ def main() -> None:
                    "wall_s": round(walls[b], 1)} for b in picked],
         "wall_s": round(time.perf_counter() - t0, 1),
     }
-    (out / "search_cost.json").write_text(json.dumps(result, indent=2) + "\n")
+    name = "search_cost.json" if args.draw_seed == 0 else f"search_cost-draw{args.draw_seed}.json"
+    (out / name).write_text(json.dumps(result, indent=2) + "\n")
     if args.json:
         print(json.dumps(result))
         return

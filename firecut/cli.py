@@ -289,7 +289,7 @@ def search(
     strategy: str = typer.Option("optuna", help="optuna: train each proposed mask | supernet: one weight-sharing training ranks all 256 masks, then fine-tune the top K."),
     top_k: int = typer.Option(5, help="supernet: masks fine-tuned after the ranking."),
     supernet_epochs: int = typer.Option(2, help="supernet: epochs of weight-sharing training (a random mask per step)."),
-    supernet_lr: float = typer.Option(0.02, help="supernet: peak learning rate of the re-made branches (they start fresh)."),
+    supernet_lr: float = typer.Option(0.02, help="supernet: peak learning rate of the re-made and skip branches."),
     shared_lr: float = typer.Option(0.0, help="supernet: peak learning rate of the base's own tensors; 0 freezes them (ranked best in BENCHMARKS.md)."),
     score_images: int = typer.Option(1000, help="supernet: training images held out to score the masks on."),
     saliency_masks: int = typer.Option(3, help="Seed masks from the base's saliency ranking (drop the 1..K least salient modules)."),

@@ -10,6 +10,12 @@
               neurons). Keying by width is the same rule as pruning by inheritance (by shape).
               (Keying by source block instead, a branch per re-wiring, was measured worse: 44
               branches share the same few hundred steps; BENCHMARKS.md.)
+    skips     one more branch where an earlier module has the width the base's own input had
+              (fire3 -> fire4 is 128 wide, and so is fire2 -> fire4 once fire3 is dropped): the
+              width's own conv serves the base's wiring, and `skip<width>`, a copy of it that
+              learns, serves every mask that skips a same-width module. Without it those masks
+              ran the base's frozen conv on inputs it never saw and ranked near the bottom though
+              they fine-tune well (out-of-sample tau 0.09; BENCHMARKS.md).
     pools     as in a pruned net, each max-pool sits in the last kept block at or before its
               position (`pool_plan`); pools carry no weights, so the supernet places them per mask
     path      set_mask(bits) picks one mask; forward then runs exactly the network that
@@ -22,6 +28,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from contextlib import contextmanager
 from typing import Any, Iterator
@@ -37,25 +44,33 @@ from firecut.spiking import SpikingMaxPool2d, SpikingNet
 
 
 class SuperFire(nn.Module):
-    """squeeze[width] 1x1 -> (expand 1x1 || expand 3x3): one squeeze branch per input width."""
+    """squeeze[key] 1x1 -> (expand 1x1 || expand 3x3): one squeeze branch per input width, and
+    one skip branch (`branch_key`)."""
 
-    def __init__(self, squeeze: dict[int, nn.Module], expand1x1: nn.Module, expand3x3: nn.Module,
+    def __init__(self, squeeze: dict[str, nn.Module], expand1x1: nn.Module, expand3x3: nn.Module,
                  out_channels: int):
         super().__init__()
-        self.squeeze = nn.ModuleDict({str(c): m for c, m in sorted(squeeze.items())})
+        self.squeeze = nn.ModuleDict(squeeze)
         self.expand1x1, self.expand3x3 = expand1x1, expand3x3
         self.out_channels = out_channels
+
+
+def branch_key(c: int, src: int, own: int, keys) -> str:
+    """The branch that reads width c from source block src (0 the stem, k the k-th Fire module)
+    in the place whose base input came from block own: `skip<c>` if it has one and src is not
+    own, else the width's own."""
+    return f"skip{c}" if src != own and f"skip{c}" in keys else str(c)
 
 
 class SuperSqueezeNet(nn.Module):
     """(T*B or B rows, 3, H, W) -> (T*B, K) for the mask of `set_mask`; wrap in SpikingNet."""
 
-    def __init__(self, stem: nn.Module, fires: dict[str, SuperFire], heads: dict[int, nn.Module],
+    def __init__(self, stem: nn.Module, fires: dict[str, SuperFire], heads: dict[str, nn.Module],
                  timesteps: int):
         super().__init__()
         self.stem = stem
         self.fires = nn.ModuleDict(fires)
-        self.heads = nn.ModuleDict({str(c): m for c, m in sorted(heads.items())})
+        self.heads = nn.ModuleDict(heads)  # keyed as SuperFire.squeeze
         self.stem_pool = make_pool()  # before the first neuron: static input
         self.spike_pool = SpikingMaxPool2d(make_pool(), timesteps)  # after it: gated by running sums
         self.gap = nn.AdaptiveAvgPool2d(1)
@@ -69,14 +84,19 @@ class SuperSqueezeNet(nn.Module):
 
     def path(self, bits: str) -> list[str]:
         """The branches mask `bits` runs through: its squeeze convs' and its classifier's names."""
-        names, c = [], self.stem_width
-        for name in keep_of(bits):
-            names.append(f"fires.{name}.squeeze.{c}")
-            c = self.fires[name].out_channels
-        return [*names, f"heads.{c}"]
+        names, c, src = [], self.stem_width, 0
+        for i, ch in enumerate(bits):
+            if ch == "1":
+                fire = self.fires[FIRE_NAMES[i]]
+                names.append(f"fires.{FIRE_NAMES[i]}.squeeze.{branch_key(c, src, i, fire.squeeze)}")
+                c, src = fire.out_channels, i + 1
+        return [*names, f"heads.{self._head_key(c, src)}"]
 
-    def _readout(self, h: torch.Tensor, c: int) -> torch.Tensor:
-        return self.gap(self.heads[str(c)](h)).flatten(1)  # (T*B, K)
+    def _head_key(self, c: int, src: int) -> str:
+        return branch_key(c, src, len(FIRE_NAMES), self.heads)
+
+    def _readout(self, h: torch.Tensor, c: int, src: int) -> torch.Tensor:
+        return self.gap(self.heads[self._head_key(c, src)](h)).flatten(1)  # (T*B, K)
 
     def _open_stem(self, x: torch.Tensor) -> "_Open":
         return _Open(self, [self.stem], [self.stem.bn(self.stem.conv(x))], static=True)
@@ -89,12 +109,12 @@ class SuperSqueezeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W): encode once
         keep = keep_of(self.bits)
         pools = pool_plan(keep)
-        h, c = self._open_stem(x).out(pools["stem"]), self.stem_width  # (T*B, 64, H', W')
+        h, c, src = self._open_stem(x).out(pools["stem"]), self.stem_width, 0  # (T*B, 64, H', W')
         for name in keep:
-            fire = self.fires[name]
-            h = self._open_fire(fire, fire.squeeze[str(c)](h)).out(pools[name])
-            c = fire.out_channels
-        return self._readout(h, c)
+            i, fire = FIRE_NAMES.index(name), self.fires[name]
+            h = self._open_fire(fire, fire.squeeze[branch_key(c, src, i, fire.squeeze)](h)).out(pools[name])
+            c, src = fire.out_channels, i + 1
+        return self._readout(h, c, src)
 
     # ---------------------------------------------------------------- all masks at once
 
@@ -103,25 +123,26 @@ class SuperSqueezeNet(nn.Module):
         set_mask(bits); forward(x), and the AC its spiking convs do on this batch (summed over
         T*B rows; every conv after the stem reads spikes, so the stem's MACs are all its MACs)."""
         zero = torch.zeros((), dtype=torch.float64, device=x.device)
-        yield from self._walk(0, "", self._open_stem(x), int("stem" in POOL_AFTER), self.stem_width, zero)
+        yield from self._walk(0, "", self._open_stem(x), int("stem" in POOL_AFTER), self.stem_width, 0, zero)
 
-    def _walk(self, i: int, bits: str, last: "_Open", pools: int, c: int, ac: torch.Tensor):
+    def _walk(self, i: int, bits: str, last: "_Open", pools: int, c: int, src: int, ac: torch.Tensor):
+        """Masks starting with `bits`; `last` is block `src` (0 the stem, k fire k), c wide."""
         if i == len(FIRE_NAMES):
-            head_ac = accumulates_from_map(last.nonzero(pools), self.heads[str(c)].conv)
-            yield bits, self._readout(last.out(pools), c), ac + head_ac
+            head_ac = accumulates_from_map(last.nonzero(pools), self.heads[self._head_key(c, src)].conv)
+            yield bits, self._readout(last.out(pools), c, src), ac + head_ac
             return
         name = FIRE_NAMES[i]
         here = int(name in POOL_AFTER)  # the pool at this position, if any
         # drop: the pool here falls to the last kept block
-        yield from self._walk(i + 1, bits + "0", last, pools + here, c, ac)
+        yield from self._walk(i + 1, bits + "0", last, pools + here, c, src, ac)
         # keep: the last kept block is complete now; this module opens
         fire = self.fires[name]
-        squeeze = fire.squeeze[str(c)]
+        squeeze = fire.squeeze[branch_key(c, src, i, fire.squeeze)]
         s = squeeze(last.out(pools))
         nz_s = nonzero_map(s)
         ac = ac + accumulates_from_map(last.nonzero(pools), squeeze.conv) + sum(
             accumulates_from_map(nz_s, b.conv) for b in (fire.expand1x1, fire.expand3x3))
-        yield from self._walk(i + 1, bits + "1", self._open_fire(fire, s), here, fire.out_channels, ac)
+        yield from self._walk(i + 1, bits + "1", self._open_fire(fire, s), here, fire.out_channels, i + 1, ac)
 
 
 class _Open:
@@ -173,6 +194,13 @@ def _sources(width: float) -> list[tuple[str | None, int]]:
                                              for f in fire_plan(width)]
 
 
+def _skip(branches: dict[str, nn.Module], sources: list[tuple[str | None, int]]) -> dict[str, nn.Module]:
+    """{skip<c>: a copy of the base's own branch} where an earlier source has the own width c
+    (the own source is the last of `sources`); a pruned child inherits that conv by shape too."""
+    c = sources[-1][1]
+    return {f"skip{c}": copy.deepcopy(branches[str(c)])} if any(w == c for _, w in sources[:-1]) else {}
+
+
 def build_supernet(base: dict[str, Any]) -> SpikingNet:
     """A SpikingNet around a SuperSqueezeNet, from an unpruned spiking SqueezeNet checkpoint."""
     from firecut.checkpoint import configs_of
@@ -187,16 +215,19 @@ def build_supernet(base: dict[str, Any]) -> SpikingNet:
     for i, spec in enumerate(fire_plan(mc.width)):
         squeeze = {}
         for src, c in sources[: i + 1]:  # the stem or any earlier module can be the last kept
-            if c not in squeeze:
+            if str(c) not in squeeze:
                 own = getattr(full.features, spec.name) if c == sources[i][1] else child(
                     tuple(m for m in (src, spec.name) if m)).features._modules[spec.name]
-                squeeze[c] = own.squeeze
+                squeeze[str(c)] = own.squeeze
+        squeeze.update(_skip(squeeze, sources[: i + 1]))
         block = getattr(full.features, spec.name)
         fires[spec.name] = SuperFire(squeeze, block.expand1x1, block.expand3x3, block.out_channels)
     heads = {}
     for src, c in sources:
-        if c not in heads:  # the base's own classifier for the width it had
-            heads[c] = full.classifier if c == sources[-1][1] else child((src,) if src else ()).classifier
+        if str(c) not in heads:  # the base's own classifier for the width it had
+            is_own = c == sources[-1][1]
+            heads[str(c)] = full.classifier if is_own else child((src,) if src else ()).classifier
+    heads.update(_skip(heads, sources))
     for m in [full.features.stem, *(f for s in fires.values() for f in s.modules())]:
         if hasattr(m, "pool"):
             m.pool = None  # the supernet places pools per mask

@@ -2,17 +2,17 @@
 then fine-tune only the top K.
 
     supernet  built from the base SNN (firecut/supernet.py) and trained E epochs with the
-              fine-tuning recipe: the re-made branches at peak rate --supernet-lr (they start
-              fresh), the base's own tensors at --shared-lr (default 0: frozen; see README and
-              BENCHMARKS.md for why); every step samples one keep mask uniformly (among those
-              with something to learn) and trains only its path. N training images
-              (--score-images, class-balanced) are held out of this training: they score the
-              masks. OUT/supernet/last.pt after each epoch.
+              fine-tuning recipe: the re-made branches (fresh convs) and skip branches (copies
+              of the base's) at peak rate --supernet-lr, the base's own tensors at --shared-lr
+              (default 0: frozen; see README and BENCHMARKS.md for why); every step samples one
+              keep mask uniformly (among those with something to learn) and trains only its path.
+              N training images (--score-images, class-balanced) are held out of this training:
+              they score the masks. OUT/supernet/last.pt after each epoch.
     score     every mask on the held-out images with the shared weights: loss and accuracy,
               with batch norm on each batch's own statistics (a shared BN's running statistics
               mix all masks); AC, MAC and energy per image counted on the same images, in the
               same walk. OUT/supernet/scores.json
-    rank      by held-out loss (it predicted fine-tuned accuracy better than accuracy did):
+    rank      by held-out loss (finer than accuracy on 1,000 images; BENCHMARKS.md):
               pareto = non-dominated sorting of (loss down, energy down), lowest loss first
               within a front; scalar: J = -loss - lambda * energy / energy(all kept)
     top K     pruned from the base and fine-tuned exactly like a trial of the Optuna search
@@ -158,7 +158,7 @@ def train_supernet(cfg, base: dict[str, Any], data, device, folder: Path, sig: d
         start, seconds = state["epoch"], state["train_seconds"]
         if start < cfg.supernet_epochs:
             log(f"supernet: resuming after epoch {start}/{cfg.supernet_epochs}")
-    # with the base's tensors frozen, a mask whose path has no re-made branch has nothing to learn
+    # with the base's tensors frozen, a mask whose path has no re-made or skip branch has nothing to learn
     masks = [b for b in ALL_MASKS if cfg.shared_lr > 0 or set(sup.net.path(b)) & sup.net.fresh]
     progress = Progress()
     for epoch in range(start, cfg.supernet_epochs):
@@ -219,8 +219,8 @@ def score_masks(sup, loader, energy=None, amp: bool = True) -> dict[str, dict[st
 
 def rank(scores: dict[str, dict[str, float]], objective: str, lam: float) -> list[str]:
     """Masks best first by held-out loss, not accuracy: on 1,000 images accuracy moves in coarse
-    steps and sits near chance for every weak path, while the loss still orders them; it predicted
-    fine-tuned accuracy better (Kendall tau, BENCHMARKS.md). pareto = non-dominated fronts of
+    steps and sits near chance for every weak path, while the loss still orders them (as
+    predictors of fine-tuned accuracy the two tie, BENCHMARKS.md). pareto = non-dominated fronts of
     (loss down, energy down) in turn, lowest loss first in each; scalar = J = -loss - lambda *
     energy / energy(all kept)."""
     if objective == "scalar":

@@ -59,15 +59,37 @@ def test_shared_tensors_come_from_the_base_and_rewired_branches_inherit_bn_and_n
     assert torch.equal(net.stem.conv.weight, state["net.features.stem.conv.weight"])
     assert torch.equal(net.fires.fire9.expand3x3.conv.weight,
                        state["net.features.fire9.expand3x3.conv.weight"])
-    assert sorted(net.fires.fire9.squeeze, key=int) == ["16", "32", "64", "96", "128"]  # stem, fires
-    assert sorted(net.fires.fire2.squeeze) == ["16"]
+    assert list(net.fires.fire9.squeeze) == ["16", "32", "64", "96", "128"]  # stem, fires
+    assert list(net.fires.fire2.squeeze) == ["16"]
+    assert list(net.fires.fire4.squeeze) == ["16", "32", "skip32"]  # fire2 -> fire4 skips fire3
     assert torch.equal(net.fires.fire5.squeeze["64"].conv.weight,
                        state["net.features.fire5.squeeze.conv.weight"])
     rewired = net.fires.fire5.squeeze["16"]  # stem -> fire5: a fresh conv, the base's BN and thresholds
     assert rewired.conv.weight.shape[1] == 16
     assert torch.equal(rewired.bn.running_mean, state["net.features.fire5.squeeze.bn.running_mean"])
     assert torch.equal(rewired.act.threshold, state["net.features.fire5.squeeze.act.threshold"])
-    assert sorted(net.heads, key=int) == ["16", "32", "64", "96", "128"]
+    assert list(net.heads) == ["16", "32", "64", "96", "128", "skip128"]
+
+
+def test_a_module_fed_past_a_dropped_same_width_module_runs_its_own_learning_copy(base_ckpt):
+    from firecut.supernet import fresh_parameters
+
+    net = build_supernet(base_ckpt)
+    sup, state = net.net, base_ckpt["state_dict"]
+    skip, own = sup.fires.fire6.squeeze["skip64"], sup.fires.fire6.squeeze["64"]  # fire4/fire5 -> fire6
+    assert torch.equal(skip.conv.weight, state["net.features.fire6.squeeze.conv.weight"])
+    assert skip.conv.weight is not own.conv.weight and skip.act is not own.act
+    assert torch.equal(skip.act.threshold, own.act.threshold)
+    widths = [16, 32, 32, 64, 64, 96, 96, 128]  # each module's own input: the one before it
+    assert sup.path("11111111") == [f"fires.fire{i}.squeeze.{c}"
+                                    for i, c in zip(range(2, 10), widths, strict=True)] + ["heads.128"]
+    assert sup.path("11101110") == ["fires.fire2.squeeze.16", "fires.fire3.squeeze.32",
+                                    "fires.fire4.squeeze.32", "fires.fire6.squeeze.skip64",
+                                    "fires.fire7.squeeze.96", "fires.fire8.squeeze.96", "heads.skip128"]
+    assert sup.path("11011111")[2:4] == ["fires.fire5.squeeze.32", "fires.fire6.squeeze.64"]  # widths differ
+    assert {"fires.fire6.squeeze.skip64", "heads.skip128"} <= sup.fresh
+    assert id(skip.conv.weight) in fresh_parameters(net) and id(own.conv.weight) not in fresh_parameters(net)
+    assert not set(sup.path("11111111")) & sup.fresh  # the base's own wiring: nothing re-made
 
 
 def test_every_path_is_its_standalone_pruned_net_and_the_walk_equals_separate_forwards(sup, base_ckpt):
