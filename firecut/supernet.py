@@ -14,8 +14,8 @@
               (fire3 -> fire4 is 128 wide, and so is fire2 -> fire4 once fire3 is dropped): the
               width's own conv serves the base's wiring, and `skip<width>`, a copy of it that
               learns, serves every mask that skips a same-width module. Without it those masks
-              ran the base's frozen conv on inputs it never saw and ranked near the bottom though
-              they fine-tune well (out-of-sample tau 0.09; BENCHMARKS.md).
+              ran the base's frozen conv on inputs it never saw and ranked 152nd-255th, though
+              they fine-tune to 32-52% (BENCHMARKS.md).
     pools     as in a pruned net, each max-pool sits in the last kept block at or before its
               position (`pool_plan`); pools carry no weights, so the supernet places them per mask
     path      set_mask(bits) picks one mask; forward then runs exactly the network that
@@ -43,9 +43,12 @@ from firecut.masks import keep_of
 from firecut.spiking import SpikingMaxPool2d, SpikingNet
 
 
+BRANCHES = "width+skip"  # in search signatures: a supernet built with other branches is not resumed
+
+
 class SuperFire(nn.Module):
-    """squeeze[key] 1x1 -> (expand 1x1 || expand 3x3): one squeeze branch per input width, and
-    one skip branch (`branch_key`)."""
+    """squeeze[key] 1x1 -> (expand 1x1 || expand 3x3): one squeeze branch per input width and,
+    where an earlier module has the own input's width, a skip branch (`branch_key`)."""
 
     def __init__(self, squeeze: dict[str, nn.Module], expand1x1: nn.Module, expand3x3: nn.Module,
                  out_channels: int):
@@ -84,6 +87,7 @@ class SuperSqueezeNet(nn.Module):
 
     def path(self, bits: str) -> list[str]:
         """The branches mask `bits` runs through: its squeeze convs' and its classifier's names."""
+        keep_of(bits)  # 8 characters of 0/1, or a ValueError
         names, c, src = [], self.stem_width, 0
         for i, ch in enumerate(bits):
             if ch == "1":

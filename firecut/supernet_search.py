@@ -303,13 +303,13 @@ def fine_tune(cfg, masks: list[tuple[int, str]], base: str, base_cfgs, out: Path
 def run_supernet_search(cfg, out: Path, fit: Callable, log: Callable[[str], None]) -> dict[str, Any]:
     from firecut.search import prepare_base, signature
     from firecut.search_report import choose_best, plot_pareto, trials_csv, write_best
-    from firecut.supernet import kendall_tau
+    from firecut.supernet import BRANCHES, kendall_tau
 
     check_values(cfg)
     out.mkdir(parents=True, exist_ok=True)
     base, base_cfgs = prepare_base(cfg, out, fit, log)
     sig = {**signature(cfg, base), "supernet_epochs": cfg.supernet_epochs, "supernet_lr": cfg.supernet_lr,
-           "shared_lr": cfg.shared_lr, "score_images": cfg.score_images}
+           "shared_lr": cfg.shared_lr, "score_images": cfg.score_images, "branches": BRANCHES}
     sig.pop("objective", None)
     pin_settings(out, "supernet.yaml", {**sig, "objective": cfg.objective, "top_k": cfg.top_k},
                  "a supernet search with different settings")

@@ -265,6 +265,13 @@ def test_supernet_search_ranks_all_masks_fine_tunes_the_top_k_and_resumes(tmp_pa
     with pytest.raises(Exception, match="different settings"):
         S.run_search(cfg_for(base, strategy="supernet", top_k=2, supernet_epochs=2,
                              score_images=64), out, fit=quiet_fit, log=lambda m: None)
+    import yaml
+
+    pinned = yaml.safe_load((out / "supernet.yaml").read_text())
+    assert pinned.pop("branches") == "width+skip"  # an OUT from before skip branches is not resumed
+    (out / "supernet.yaml").write_text(yaml.safe_dump(pinned))
+    with pytest.raises(Exception, match=r"different settings \(branches\); use another --out"):
+        S.run_search(cfg, out, fit=quiet_fit, log=lambda m: None)
 
 
 def test_a_killed_supernet_training_resumes_after_its_last_epoch(tmp_path, base, monkeypatch):  # noqa: F811
