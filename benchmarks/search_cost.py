@@ -2,8 +2,9 @@
 well its ranking predicts individually fine-tuned accuracy.
 
     cost  = (supernet training + scoring all 256 masks) / (one mask's fine-tune, the unpruned one)
-    tau   = Kendall tau-b between the supernet's held-out accuracy and the test accuracy of the
-            same masks pruned from the base and fine-tuned one by one (the Optuna search's trial)
+    tau   = Kendall tau-b between the supernet's held-out loss (lower ranks higher) and the test
+            accuracy of the same masks pruned from the base and fine-tuned one by one (the Optuna
+            search's trial); also reported for its held-out accuracy, and for energy vs energy
 
 The checked masks: the strategy's top K, the unpruned mask (it is the cost unit), then masks
 drawn uniformly at random (--draw-seed, 0 by default, so every supernet setting is checked on the

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-
 from firecut.config import ModelConfig, SpikingConfig, child_of, validate
 from firecut.errors import FirecutError
 from firecut.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings, step_config
@@ -146,7 +145,6 @@ def run_ablation(ac: AblateConfig, out: str | Path, fit: Callable | None = None,
 
 
 # ------------------------------------------------------------------------------ tables
-
 
 
 def aggregate(runs: list[dict[str, Any]], schedules: list[Schedule]) -> list[dict[str, Any]]:

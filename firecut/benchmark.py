@@ -21,7 +21,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-
 from firecut.errors import FirecutError
 from firecut.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings
 from firecut.runs import atomic_write_text

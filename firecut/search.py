@@ -26,7 +26,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from firecut.ablate import AblateConfig, check_base, train_base
-
 from firecut.errors import FirecutError
 from firecut.masks import ALL_MASKS, bits_of
 from firecut.recipe import check_preset, check_step_counts

@@ -99,8 +99,8 @@ class SuperSqueezeNet(nn.Module):
     def _head_key(self, c: int, src: int) -> str:
         return branch_key(c, src, len(FIRE_NAMES), self.heads)
 
-    def _readout(self, h: torch.Tensor, c: int, src: int) -> torch.Tensor:
-        return self.gap(self.heads[self._head_key(c, src)](h)).flatten(1)  # (T*B, K)
+    def _readout(self, h: torch.Tensor, head: nn.Module) -> torch.Tensor:
+        return self.gap(head(h)).flatten(1)  # (T*B, K)
 
     def _open_stem(self, x: torch.Tensor) -> "_Open":
         return _Open(self, [self.stem], [self.stem.bn(self.stem.conv(x))], static=True)
@@ -113,12 +113,12 @@ class SuperSqueezeNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 3, H, W): encode once
         keep = keep_of(self.bits)
         pools = pool_plan(keep)
-        h, c, src = self._open_stem(x).out(pools["stem"]), self.stem_width, 0  # (T*B, 64, H', W')
-        for name in keep:
-            i, fire = FIRE_NAMES.index(name), self.fires[name]
-            h = self._open_fire(fire, fire.squeeze[branch_key(c, src, i, fire.squeeze)](h)).out(pools[name])
-            c, src = fire.out_channels, i + 1
-        return self._readout(h, c, src)
+        *squeezes, head = self.path(self.bits)
+        h = self._open_stem(x).out(pools["stem"])  # (T*B, 64, H', W')
+        for name, branch in zip(keep, squeezes, strict=True):
+            fire = self.fires[name]
+            h = self._open_fire(fire, self.get_submodule(branch)(h)).out(pools[name])
+        return self._readout(h, self.get_submodule(head))
 
     # ---------------------------------------------------------------- all masks at once
 
@@ -132,8 +132,9 @@ class SuperSqueezeNet(nn.Module):
     def _walk(self, i: int, bits: str, last: "_Open", pools: int, c: int, src: int, ac: torch.Tensor):
         """Masks starting with `bits`; `last` is block `src` (0 the stem, k fire k), c wide."""
         if i == len(FIRE_NAMES):
-            head_ac = accumulates_from_map(last.nonzero(pools), self.heads[self._head_key(c, src)].conv)
-            yield bits, self._readout(last.out(pools), c, src), ac + head_ac
+            head = self.heads[self._head_key(c, src)]
+            head_ac = accumulates_from_map(last.nonzero(pools), head.conv)
+            yield bits, self._readout(last.out(pools), head), ac + head_ac
             return
         name = FIRE_NAMES[i]
         here = int(name in POOL_AFTER)  # the pool at this position, if any

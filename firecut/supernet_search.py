@@ -45,6 +45,7 @@ from firecut.schedules import FIRE_NAMES, Schedule
 
 SCORE_BATCH = 500  # held-out images per walk (batch norm's statistics come from each batch)
 
+
 def check_values(cfg) -> None:
     for flag, v, lo in (("--top-k", cfg.top_k, 1), ("--supernet-epochs", cfg.supernet_epochs, 1),
                         ("--score-images", cfg.score_images, 1)):

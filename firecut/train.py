@@ -216,7 +216,7 @@ def compile_errors(active: bool):
     try:
         yield
     except Exception as e:
-        if type(e).__module__.startswith("torch._dynamo") or type(e).__module__.startswith("torch._inductor"):
+        if type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
             first = (str(e).strip().splitlines() or [""])[0][:200]
             raise FirecutError(f"torch.compile failed ({type(e).__name__}: {first}); train without "
                                "--compile") from None
