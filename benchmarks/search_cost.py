@@ -62,7 +62,7 @@ def main() -> None:
     ap.add_argument("--supernet-epochs", type=int, default=2)
     ap.add_argument("--score-images", type=int, default=1000)
     ap.add_argument("--supernet-lr", type=float, default=0.02)
-    ap.add_argument("--shared-lr", type=float, default=0.0)
+    ap.add_argument("--shared-lr", type=float, default=None, help="default: the fine-tune's rate")
     ap.add_argument("--test-subset", type=int, default=None, help="class-balanced test images per mask")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--json", action="store_true")

@@ -288,9 +288,9 @@ def search(
     test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
     strategy: str = typer.Option("optuna", help="optuna: train each proposed mask | supernet: one weight-sharing training ranks all 256 masks, then fine-tune the top K."),
     top_k: int = typer.Option(5, help="supernet: masks fine-tuned after the ranking."),
-    supernet_epochs: int = typer.Option(2, help="supernet: epochs of weight-sharing training (a random mask per step)."),
+    supernet_epochs: int = typer.Option(2, help="supernet: epochs of weight-sharing training (one mask's path per step)."),
     supernet_lr: float = typer.Option(0.02, help="supernet: peak learning rate of the re-made and skip branches."),
-    shared_lr: float = typer.Option(0.0, help="supernet: peak learning rate of the base's own tensors; 0 freezes them (ranked best in BENCHMARKS.md)."),
+    shared_lr: Optional[float] = typer.Option(None, help="supernet: peak learning rate of the base's own tensors; 0 freezes them [default: the fine-tune's rate]."),
     score_images: int = typer.Option(1000, help="supernet: training images held out to score the masks on."),
     saliency_masks: int = typer.Option(3, help="Seed masks from the base's saliency ranking (drop the 1..K least salient modules)."),
     width: float = typer.Option(1.0, hidden=True, help="Channel width multiplier (tests)."),
@@ -306,7 +306,7 @@ def search(
     trained twice. Writes OUT/trials.csv, pareto.md, pareto.png and best.pt. Re-running the same
     command continues to --trials; N workers running it against one --storage share the study.
 
-    --strategy supernet trains one weight-sharing SNN (a random mask per step), ranks all 256
+    --strategy supernet trains one weight-sharing SNN (one mask's path per step), ranks all 256
     masks with it on held-out training images, and fine-tunes only the --top-k best; it also
     writes OUT/ranking.csv. Re-running resumes it.
     """

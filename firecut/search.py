@@ -63,7 +63,7 @@ class SearchConfig:
     top_k: int = 5  # supernet: masks fine-tuned after the ranking
     supernet_epochs: int = 2  # supernet: weight-sharing training epochs
     supernet_lr: float = 0.02  # supernet: peak learning rate of the re-made and skip branches
-    shared_lr: float = 0.0  # supernet: of the base's own tensors (0: frozen, the measured best)
+    shared_lr: float | None = None  # supernet: of the base's tensors (None: the fine-tune's; 0 freezes)
     score_images: int = 1000  # supernet: training images held out to score the masks on
 
 

@@ -4,8 +4,8 @@ then fine-tune only the top K.
     supernet  built from the base SNN (firecut/supernet.py) and trained E epochs with the
               fine-tuning recipe: the re-made branches (fresh convs) and skip branches (copies
               of the base's) at peak rate --supernet-lr, the base's own tensors at --shared-lr
-              (default 0: frozen; see README and BENCHMARKS.md for why); every step samples one
-              keep mask uniformly (among those with something to learn) and trains only its path.
+              (default: the fine-tune's own rate); every step trains one mask's path, drawn so
+              that every branch gets about the same number of steps (`balanced_draws`).
               N training images (--score-images, class-balanced) are held out of this training:
               they score the masks. OUT/supernet/last.pt after each epoch.
     score     every mask on the held-out images with the shared weights: loss and accuracy,
@@ -44,6 +44,7 @@ from firecut.runs import atomic_write_bytes, atomic_write_text
 from firecut.schedules import FIRE_NAMES, Schedule
 
 SCORE_BATCH = 500  # held-out images per walk (batch norm's statistics come from each batch)
+SAMPLING = "balanced"  # in search signatures: a supernet trained on other draws is not resumed
 
 
 def check_values(cfg) -> None:
@@ -53,7 +54,7 @@ def check_values(cfg) -> None:
             raise FirecutError(f"{flag} must be >= {lo} (got {v})")
     if not cfg.supernet_lr > 0:
         raise FirecutError(f"--supernet-lr must be > 0 (got {cfg.supernet_lr})")
-    if not cfg.shared_lr >= 0:
+    if cfg.shared_lr is not None and not cfg.shared_lr >= 0:
         raise FirecutError(f"--shared-lr must be >= 0 (got {cfg.shared_lr})")
     if cfg.top_k > len(ALL_MASKS):
         raise FirecutError(f"--top-k {cfg.top_k}: only {len(ALL_MASKS)} keep masks exist")
@@ -62,23 +63,47 @@ def check_values(cfg) -> None:
 # ------------------------------------------------------------------------------ training
 
 
-class MaskSampler:
-    """A training loader that sets a keep mask drawn uniformly from `masks` (default: all 256)
-    on the supernet before each batch; the draws depend only on (seed, epoch), so a resumed epoch
-    draws the same masks."""
+def balanced_draws(paths: dict[str, set[str]], steps: int, seed: int) -> list[str]:
+    """`steps` masks for the supernet's training, each drawn to train the branch trained least so
+    far (ties, and the mask among those running through it, drawn at random), counting every
+    branch on the drawn path. `paths`: each mask's re-made and skip branches (a mask with none,
+    the unpruned one, is never drawn: all its tensors are shared and learn on other paths). Every
+    branch then gets about the same number of steps whether 3 masks run through it or 64; drawn
+    uniformly, fire9's branch from fire2 got ~3 of ~280 steps and its masks ranked near last.
+    Steps are sequential, so the first k draws of a longer run are the draws of a shorter one."""
+    rng = random.Random(f"{seed}-balanced")
+    names = sorted(set().union(*paths.values()))
+    through = {n: [b for b in paths if n in paths[b]] for n in names}
+    count = dict.fromkeys(names, 0)
+    draws = []
+    for _ in range(steps):
+        low = min(count.values())
+        bits = rng.choice(through[rng.choice([n for n in names if count[n] == low])])
+        for n in paths[bits]:
+            count[n] += 1
+        draws.append(bits)
+    return draws
 
-    def __init__(self, loader, supernet, seed: int, masks: list[str] | None = None):
-        self.loader, self.supernet, self.seed = loader, supernet, seed
-        self.masks = masks or ALL_MASKS
+
+class MaskSampler:
+    """A training loader that sets a keep mask on the supernet before each batch: the balanced
+    draws (`balanced_draws`) over all 256 masks for `epochs` epochs, fixed by the seed, so a
+    resumed epoch draws the same masks."""
+
+    def __init__(self, loader, supernet, seed: int, epochs: int = 1):
+        self.loader, self.supernet = loader, supernet
+        net = supernet.net
+        paths = {b: set(net.path(b)) & net.fresh for b in ALL_MASKS}
+        self.draws = balanced_draws(paths, len(loader) * epochs, seed)
         self.x = loader.x
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def __iter__(self):
-        rng = random.Random(f"{self.seed}-{self.loader.epoch}")
-        for batch in self.loader:
-            self.supernet.net.set_mask(rng.choice(self.masks))
+        start = self.loader.epoch * len(self.loader)
+        for i, batch in enumerate(self.loader):
+            self.supernet.net.set_mask(self.draws[start + i])
             yield batch
 
 
@@ -148,7 +173,8 @@ def train_supernet(cfg, base: dict[str, Any], data, device, folder: Path, sig: d
     if len(loader) == 0:
         raise FirecutError(f"{len(train_idx)} training images is fewer than one batch of "
                            f"{run_cfg.train.batch_size}; lower --batch-size")
-    opt = supernet_optimizer(sup, run_cfg, cfg.supernet_lr, cfg.shared_lr)
+    shared_lr = run_cfg.train.lr if cfg.shared_lr is None else cfg.shared_lr  # the fine-tune's rate
+    opt = supernet_optimizer(sup, run_cfg, cfg.supernet_lr, shared_lr)
     sched = make_scheduler(opt, len(loader), run_cfg)
     start, seconds = 0, 0.0
     state = _load_state(folder / "last.pt", sig)
@@ -159,14 +185,13 @@ def train_supernet(cfg, base: dict[str, Any], data, device, folder: Path, sig: d
         start, seconds = state["epoch"], state["train_seconds"]
         if start < cfg.supernet_epochs:
             log(f"supernet: resuming after epoch {start}/{cfg.supernet_epochs}")
-    # with the base's tensors frozen, a mask whose path has no re-made or skip branch has nothing to learn
-    masks = [b for b in ALL_MASKS if cfg.shared_lr > 0 or set(sup.net.path(b)) & sup.net.fresh]
+    sampler = MaskSampler(loader, sup, cfg.seed, epochs=cfg.supernet_epochs)
     progress = Progress()
     for epoch in range(start, cfg.supernet_epochs):
         loader.epoch = epoch
         bar = progress.bar(f"supernet epoch {epoch + 1}/{cfg.supernet_epochs}", len(loader))
         try:
-            tr = train_epoch(sup, MaskSampler(loader, sup, cfg.seed, masks), opt, sched, run_cfg, bar)
+            tr = train_epoch(sup, sampler, opt, sched, run_cfg, bar)
         finally:
             bar.close()
         if not torch.isfinite(torch.tensor(tr["train_loss"])):
@@ -310,7 +335,8 @@ def run_supernet_search(cfg, out: Path, fit: Callable, log: Callable[[str], None
     out.mkdir(parents=True, exist_ok=True)
     base, base_cfgs = prepare_base(cfg, out, fit, log)
     sig = {**signature(cfg, base), "supernet_epochs": cfg.supernet_epochs, "supernet_lr": cfg.supernet_lr,
-           "shared_lr": cfg.shared_lr, "score_images": cfg.score_images, "branches": BRANCHES}
+           "shared_lr": cfg.shared_lr, "score_images": cfg.score_images, "branches": BRANCHES,
+           "sampling": SAMPLING}
     sig.pop("objective", None)
     pin_settings(out, "supernet.yaml", {**sig, "objective": cfg.objective, "top_k": cfg.top_k},
                  "a supernet search with different settings")

@@ -4,6 +4,7 @@ and `firecut search --strategy supernet` ranks, fine-tunes the top K and resumes
 
 import csv
 import json
+from collections import Counter
 
 import pytest
 import torch
@@ -16,7 +17,7 @@ from firecut.masks import ALL_MASKS, keep_of
 from firecut.models.squeezenet import pool_plan
 from firecut.network import build_network
 from firecut.supernet import batch_statistics, build_supernet, kendall_tau, subnet
-from firecut.supernet_search import MaskSampler, rank, score_masks
+from firecut.supernet_search import MaskSampler, balanced_draws, rank, score_masks
 
 from conftest import assert_user_error, run_cli, shared_file
 from test_search import base, cfg_for, quiet_fit  # noqa: F401, F811 (base: the tiny trained SNN fixture)
@@ -170,6 +171,20 @@ def test_a_training_step_changes_only_the_sampled_path(base_ckpt):
     assert "net.fires.fire9.squeeze.64.conv" in changed
     assert not any(k.startswith(("net.fires.fire2", "net.fires.fire6", "net.fires.fire5.squeeze.64"))
                    for k in changed)
+
+
+def test_balanced_draws_give_the_rarest_branch_its_share(base_ckpt):
+    net = build_supernet(base_ckpt).net
+    paths = {b: set(net.path(b)) & net.fresh for b in ALL_MASKS}
+    rarest = min(net.fresh, key=lambda n: sum(n in p for p in paths.values()))
+    assert sum(rarest in p for p in paths.values()) <= 3  # uniform draws: ~1% of the steps
+    draws = balanced_draws(paths, 600, seed=0)
+    steps = Counter(n for b in draws for n in paths[b])
+    assert set(steps) == net.fresh and "11111111" not in draws  # nothing of its own to learn
+    # every len(fresh) steps raise the least-trained count by at least one
+    assert steps[rarest] >= 600 // len(net.fresh) > 3 * 600 / 255
+    assert balanced_draws(paths, 100, seed=0) == draws[:100]  # more epochs extend, not reshuffle
+    assert balanced_draws(paths, 600, seed=1) != draws
 
 
 def test_fresh_branches_and_shared_tensors_take_their_own_rates(base_ckpt):
