@@ -294,7 +294,6 @@ def supernet_scores(cfg, base_path: str, out: Path, sig: dict[str, Any],
     return result
 
 
-
 # ------------------------------------------------------------------------------ the search
 
 
