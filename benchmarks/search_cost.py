@@ -67,11 +67,24 @@ def tuned_acc(out: Path, seed: int) -> dict[str, float]:
     return found
 
 
+def blend(scores: dict) -> dict[str, float]:
+    """Higher is better: minus the mean of a mask's place among all 256 by supernet loss (lowest
+    first) and by energy (highest first). The prior "bigger nets fine-tune better", which the
+    loss corrects; equal weights, not fitted."""
+    by_loss = sorted(scores, key=lambda b: scores[b]["loss"])
+    by_energy = sorted(scores, key=lambda b: -scores[b]["energy_mj"])
+    place = {b: i for i, b in enumerate(by_loss)}
+    return {b: -(place[b] + i) / 2 for i, b in enumerate(by_energy)}
+
+
 def taus(scores: dict, truth: dict[str, float], masks: list[str]) -> dict[str, float]:
-    """Kendall tau against `truth` over `masks` of the supernet's loss and of energy alone."""
+    """Kendall tau against `truth` over `masks` of the supernet's loss, of energy alone, and of
+    their rank blend."""
     acc = [truth[b] for b in masks]
+    mix = blend(scores)
     return {"kendall_tau_loss": kendall_tau([-scores[b]["loss"] for b in masks], acc),
-            "kendall_tau_energy_alone": kendall_tau([scores[b]["energy_mj"] for b in masks], acc)}
+            "kendall_tau_energy_alone": kendall_tau([scores[b]["energy_mj"] for b in masks], acc),
+            "kendall_tau_blend": kendall_tau([mix[b] for b in masks], acc)}
 
 
 def main() -> None:
@@ -132,7 +145,7 @@ def main() -> None:
                                         [tuned[b]["acc"] for b in picked]),
         "kendall_tau_energy": kendall_tau([scores[b]["energy_mj"] for b in picked],
                                           [tuned[b]["energy_mj"] for b in picked]),
-        "kendall_tau_energy_alone": taus(scores, by_seed[0], picked)["kendall_tau_energy_alone"],
+        **{k: v for k, v in taus(scores, by_seed[0], picked).items() if k != "kendall_tau_loss"},
         "truth_seeds": args.truth_seeds,
         "seed_agreement_tau": [kendall_tau([by_seed[0][b] for b in picked], [t[b] for b in picked])
                                for t in by_seed[1:]],
@@ -156,18 +169,20 @@ def main() -> None:
           f" = {result['ranking_cost_trainings']:.2f} x one training ({full_s:.0f} s, the unpruned mask)")
     print(f"Kendall tau over {len(picked)} fine-tuned masks: accuracy {result['kendall_tau_acc']:.2f}, "
           f"loss {result['kendall_tau_loss']:.2f}, energy {result['kendall_tau_energy']:.2f}; "
-          f"energy alone as the predictor {result['kendall_tau_energy_alone']:.2f}")
+          f"energy alone as the predictor {result['kendall_tau_energy_alone']:.2f}, "
+          f"loss and energy ranks blended {result['kendall_tau_blend']:.2f}")
     for seed, agree in enumerate(result["seed_agreement_tau"], 1):
         print(f"fine-tune seed {seed} against seed 0: tau {agree:.2f}")
     if args.truth_seeds > 1:
         m = result["mean_over_seeds"]
         print(f"against the mean of {args.truth_seeds} seeds: loss {m['kendall_tau_loss']:.2f}, "
-              f"energy alone {m['kendall_tau_energy_alone']:.2f}")
+              f"energy alone {m['kendall_tau_energy_alone']:.2f}, blended {m['kendall_tau_blend']:.2f}")
     for key, what in (("pool", "seed 0"), ("pool_mean_over_seeds", f"the mean of {args.truth_seeds} seeds")):
         p = result[key]
         if key == "pool" or args.truth_seeds > 1:
             print(f"pool, every mask fine-tuned in {out}/masks ({p['masks']}), against {what}: "
-                  f"loss {p['kendall_tau_loss']:.2f}, energy alone {p['kendall_tau_energy_alone']:.2f}")
+                  f"loss {p['kendall_tau_loss']:.2f}, energy alone {p['kendall_tau_energy_alone']:.2f}, "
+                  f"blended {p['kendall_tau_blend']:.2f}")
     print("| rank | mask | score loss | score acc | tuned acc | score mJ | tuned mJ |\n" + "|---" * 7 + "|")
     for m in sorted(result["masks"], key=lambda m: m["supernet_rank"]):
         print(f"| {m['supernet_rank']} | {m['mask']} | {m['score_loss']:.3f} | {m['score_acc']:.4f} | "
