@@ -29,6 +29,22 @@ def test_every_command_has_help_ending_with_an_example(command):
     assert "Example: firecut " + command in " ".join(proc.stdout.split())
 
 
+def test_search_options_default_to_the_library_config():
+    """The CLI repeats SearchConfig's defaults (it must not import the library for --help): they agree."""
+    import dataclasses
+    import inspect
+
+    from firecut.cli import search
+    from firecut.search import SearchConfig
+
+    lib = {f.name: f.default for f in dataclasses.fields(SearchConfig)
+           if f.default is not dataclasses.MISSING}
+    cli = {n: p.default.default for n, p in inspect.signature(search).parameters.items()
+           if n in lib and hasattr(p.default, "default")}
+    assert {"supernet_epochs", "score_images", "top_k", "supernet_lr", "trials"} <= set(cli)
+    assert cli == {n: lib[n] for n in cli}
+
+
 def test_help_does_not_import_torch():
     code = ("import sys; from typer.testing import CliRunner; from firecut.cli import app; "
             "r = CliRunner().invoke(app, ['--help']); "
