@@ -61,10 +61,10 @@ class SearchConfig:
     stale_s: float = 600.0  # a RUNNING trial without a heartbeat for this long is dead
     strategy: str = "optuna"  # see STRATEGIES
     top_k: int = 5  # supernet: masks fine-tuned after the ranking
-    supernet_epochs: int = 4  # supernet: weight-sharing training epochs
+    supernet_epochs: int = 2  # supernet: weight-sharing training epochs
     supernet_lr: float = 0.02  # supernet: peak learning rate of the re-made and skip branches
     shared_lr: float | None = None  # supernet: of the base's tensors (None: the fine-tune's; 0 freezes)
-    score_images: int = 500  # supernet: training images held out to score the masks on
+    score_images: int = 1000  # supernet: training images held out to score the masks on
 
 
 STRATEGIES = ("optuna", "supernet")  # one training per mask | one weight-sharing training for all

@@ -12,7 +12,7 @@ then fine-tune only the top K.
               with batch norm on each batch's own statistics (a shared BN's running statistics
               mix all masks); AC, MAC and energy per image counted on the same images, in the
               same walk. OUT/supernet/scores.json
-    rank      by held-out loss (finer than accuracy on 500 images; BENCHMARKS.md):
+    rank      by held-out loss (finer than accuracy on 1,000 images; BENCHMARKS.md):
               pareto = non-dominated sorting of (loss down, energy down), lowest loss first
               within a front; scalar: J = -loss - lambda * energy / energy(all kept)
     top K     pruned from the base and fine-tuned exactly like a trial of the Optuna search
@@ -244,7 +244,7 @@ def score_masks(sup, loader, energy=None, amp: bool = True) -> dict[str, dict[st
 
 
 def rank(scores: dict[str, dict[str, float]], objective: str, lam: float) -> list[str]:
-    """Masks best first by held-out loss, not accuracy: on 500 images accuracy moves in coarse
+    """Masks best first by held-out loss, not accuracy: on 1,000 images accuracy moves in coarse
     steps and sits near chance for every weak path, while the loss still orders them (as
     predictors of fine-tuned accuracy the two tie, BENCHMARKS.md). pareto = non-dominated fronts of
     (loss down, energy down) in turn, lowest loss first in each; scalar = J = -loss - lambda *
