@@ -29,19 +29,25 @@ def test_every_command_has_help_ending_with_an_example(command):
     assert "Example: firecut " + command in " ".join(proc.stdout.split())
 
 
-def test_search_options_default_to_the_library_config():
-    """The CLI repeats SearchConfig's defaults (it must not import the library for --help): they agree."""
+@pytest.mark.parametrize("command, config, shared", [
+    ("search", "firecut.search:SearchConfig", {"supernet_epochs", "score_images", "top_k", "trials"}),
+    ("ablate", "firecut.ablate:AblateConfig", {"seeds", "preset"}),
+    ("benchmark", "firecut.benchmark:BenchmarkConfig", {"seeds", "preset"}),
+])
+def test_options_default_to_the_library_config(command, config, shared):
+    """The CLI repeats each config's defaults (it must not import the library for --help): they agree."""
     import dataclasses
+    import importlib
     import inspect
 
-    from firecut.cli import search
-    from firecut.search import SearchConfig
+    import firecut.cli
 
-    lib = {f.name: f.default for f in dataclasses.fields(SearchConfig)
+    module, name = config.split(":")
+    lib = {f.name: f.default for f in dataclasses.fields(getattr(importlib.import_module(module), name))
            if f.default is not dataclasses.MISSING}
-    cli = {n: p.default.default for n, p in inspect.signature(search).parameters.items()
-           if n in lib and hasattr(p.default, "default")}
-    assert {"supernet_epochs", "score_images", "top_k", "supernet_lr", "trials"} <= set(cli)
+    params = inspect.signature(getattr(firecut.cli, command)).parameters
+    cli = {n: p.default.default for n, p in params.items() if n in lib and hasattr(p.default, "default")}
+    assert shared <= set(cli)
     assert cli == {n: lib[n] for n in cli}
 
 
