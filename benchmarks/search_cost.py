@@ -176,12 +176,14 @@ def main() -> None:
         m = result["mean_over_seeds"]
         print(f"against the mean of {args.truth_seeds} seeds: loss {m['kendall_tau_loss']:.2f}, "
               f"energy alone {m['kendall_tau_energy_alone']:.2f}, blended {m['kendall_tau_blend']:.2f}")
-    for key, what in (("pool", "seed 0"), ("pool_mean_over_seeds", f"the mean of {args.truth_seeds} seeds")):
+    pools = [("pool", "seed 0")]
+    if args.truth_seeds > 1:
+        pools.append(("pool_mean_over_seeds", f"the mean of {args.truth_seeds} seeds"))
+    for key, what in pools:
         p = result[key]
-        if key == "pool" or args.truth_seeds > 1:
-            print(f"pool, every mask fine-tuned in {out}/masks ({p['masks']}), against {what}: "
-                  f"loss {p['kendall_tau_loss']:.2f}, energy alone {p['kendall_tau_energy_alone']:.2f}, "
-                  f"blended {p['kendall_tau_blend']:.2f}")
+        print(f"pool, every mask fine-tuned in {out}/masks ({p['masks']}), against {what}: "
+              f"loss {p['kendall_tau_loss']:.2f}, energy alone {p['kendall_tau_energy_alone']:.2f}, "
+              f"blended {p['kendall_tau_blend']:.2f}")
     print("| rank | mask | score loss | score acc | tuned acc | score mJ | tuned mJ |\n" + "|---" * 7 + "|")
     for m in sorted(result["masks"], key=lambda m: m["supernet_rank"]):
         print(f"| {m['supernet_rank']} | {m['mask']} | {m['score_loss']:.3f} | {m['score_acc']:.4f} | "
