@@ -31,6 +31,8 @@ class ClipQuant(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         theta = self.theta.abs().clamp_min(1e-3)
+        if torch.is_grad_enabled() and (x.requires_grad or theta.requires_grad):
+            return _ClipQuantSTE.apply(x, theta, self.levels)  # training: fewer passes, same maths
         q = torch.clamp(x / theta, 0.0, 1.0)  # (N, C, ...) in [0, 1]
         q_hard = torch.floor(q * self.levels + 0.5) / self.levels
         q = q + (q_hard - q).detach()  # straight-through floor
@@ -38,6 +40,37 @@ class ClipQuant(nn.Module):
 
     def extra_repr(self) -> str:
         return f"levels={self.levels}"
+
+
+class _ClipQuantSTE(torch.autograd.Function):
+    """ClipQuant's forward and its straight-through gradient in a few whole-tensor passes (on CPU
+    each elementwise op of the autograd version is a pass over the activation). With r = x/theta
+    and q = clamp(floor(r L + 1/2), 0, L) / L, so that y = theta q:
+
+        dy/dx     = 1[0 <= r <= 1]                      (clamp passes, floor straight through)
+        dy/dtheta = q - r 1[0 <= r <= 1]                 (theta q(x/theta), floor straight through)
+    """
+
+    @staticmethod
+    def forward(ctx, x, theta, levels):
+        r = x / theta.to(x.dtype)  # (N, C, ...)
+        ctx.save_for_backward(r, theta)
+        ctx.levels = levels
+        q = torch.mul(r, levels).add_(0.5).floor_().clamp_(0, levels)  # integer level 0..L
+        return q.mul_(theta.to(x.dtype) / levels)
+
+    @staticmethod
+    def backward(ctx, g):
+        r, theta = ctx.saved_tensors
+        L = ctx.levels
+        inside = (r >= 0) & (r <= 1)
+        dx = g * inside
+        dtheta = None
+        if ctx.needs_input_grad[1]:
+            q = torch.mul(r, L).add_(0.5).floor_().clamp_(0, L).div_(L)
+            acc = torch.promote_types(g.dtype, torch.float32)  # a bf16 sum of ~1e6 terms drifts
+            dtheta = q.sub_(r * inside).mul_(g).sum(dtype=acc).to(theta.dtype)
+        return dx, dtheta, None
 
 
 ActFactory = Callable[[int], nn.Module]

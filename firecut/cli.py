@@ -16,6 +16,7 @@ from typing import Optional
 
 import typer
 
+from firecut.config import PRESET_HELP
 from firecut.errors import FirecutError
 
 app = typer.Typer(
@@ -58,13 +59,14 @@ def train(
     dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | tinyimagenet | synthetic | PATH.npz"),
     snn: Optional[bool] = typer.Option(None, "--snn/--cnn", help="Spiking net or CNN [default: SNN if --init is given, else CNN]."),
     init: Optional[str] = typer.Option(None, help="CNN checkpoint to convert (threshold balancing) and fine-tune as an SNN."),
-    preset: Optional[str] = typer.Option(None, help="quick (2-core CPU, minutes) | paper (GPU recipe); flags given override it."),
+    preset: Optional[str] = typer.Option(None, help=f"{PRESET_HELP}; flags given override it."),
     epochs: Optional[int] = typer.Option(None, help="Training epochs."),
     timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: 4]."),
     batch_size: Optional[int] = typer.Option(None, help="Images per training step."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (cosine schedule)."),
     optimizer: Optional[str] = typer.Option(None, help="sgd | adamw."),
     act: Optional[str] = typer.Option(None, help="CNN activation: relu | relu6 | silu | hardswish | clipq."),
+    pool: Optional[str] = typer.Option(None, help="SqueezeNet's 3x3/2 pools: max (the paper's) | avg (linear, converts exactly) [default: max; preset cpu: avg]. A converted or pruned net keeps its parent's."),
     beta: Optional[float] = typer.Option(None, help="LIF membrane decay per step [default: 1.0 (IF) when converting, 0.9 from scratch]."),
     surrogate: Optional[str] = typer.Option(None, help="Surrogate gradient: atan | fast_sigmoid | sigmoid [default: atan]."),
     reset: Optional[str] = typer.Option(None, help="LIF reset: subtract | zero | none [default: subtract]."),
@@ -101,7 +103,7 @@ def train(
         "data.dataset": dataset, "data.root": data_root, "data.train_subset": train_subset,
         "data.test_subset": test_subset, "train.epochs": epochs, "spiking.timesteps": timesteps,
         "train.batch_size": batch_size, "train.lr": lr, "train.optimizer": optimizer,
-        "model.act": act, "spiking.beta": beta, "spiking.surrogate": surrogate,
+        "model.act": act, "model.pool": pool, "spiking.beta": beta, "spiking.surrogate": surrogate,
         "spiking.reset": reset, "train.seed": seed, "train.device": device.value if device else None,
         "energy.preset": energy_preset, "energy.e_ac_pj": e_ac_pj, "energy.e_mac_pj": e_mac_pj,
         "model.keep": [k.strip() for k in keep.split(",") if k.strip()] if keep is not None else None,
@@ -153,10 +155,10 @@ def _check_names(cfg) -> None:
     from firecut.activations import make_act
     from firecut.data import DATASETS
     from firecut.energy import EnergyModel
-    from firecut.models import get_builder
+    from firecut.network import check_pool
     from firecut.spiking import RESETS, surrogate
 
-    get_builder(cfg.model.name)
+    check_pool(cfg.model)
     make_act(cfg.model.act)
     surrogate(cfg.spiking.surrogate)
     if cfg.spiking.reset not in RESETS:
@@ -233,7 +235,7 @@ def ablate(
     finetune_epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs per schedule (and for the base SNN)."),
     from_scratch: bool = typer.Option(False, "--from-scratch", help="Train each schedule from scratch instead of pruning the base."),
     timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: the preset's]."),
-    preset: str = typer.Option("quick", help="quick (2-core CPU) | paper (GPU recipe)."),
+    preset: str = typer.Option("quick", help=f"{PRESET_HELP}."),
     batch_size: Optional[int] = typer.Option(None, help="Images per training step."),
     train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images."),
     test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
@@ -279,7 +281,7 @@ def search(
     storage: Optional[str] = typer.Option(None, help="Optuna storage: sqlite:///F, postgresql://U:P@H/DB, mysql://..., journal:FILE [default: sqlite:///OUT/study.db]."),
     study: str = typer.Option("firecut-search", help="Study name within the storage."),
     seed: int = typer.Option(0, help="Sampler seed and every mask's fine-tuning seed."),
-    preset: str = typer.Option("quick", help="quick (2-core CPU) | paper (GPU recipe)."),
+    preset: str = typer.Option("quick", help=f"{PRESET_HELP}."),
     epochs: Optional[int] = typer.Option(None, help="Base CNN epochs (when the base is trained here)."),
     finetune_epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs per mask (and for the base SNN)."),
     timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: the preset's]."),
@@ -339,7 +341,7 @@ def benchmark(
     dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | tinyimagenet | PATH.npz"),
     models: str = typer.Option("all", help="all (the paper's six) or a comma list of registered models (see `firecut models`)."),
     seeds: int = typer.Option(1, help="CNN + SNN trainings per model (mean ± std in the tables)."),
-    preset: str = typer.Option("quick", help="quick (2-core CPU) | paper (GPU recipe)."),
+    preset: str = typer.Option("quick", help=f"{PRESET_HELP}."),
     epochs: Optional[int] = typer.Option(None, help="CNN epochs [default: the preset's]."),
     finetune_epochs: Optional[int] = typer.Option(None, help="SNN fine-tuning epochs [default: the preset's]."),
     timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: the preset's]."),

@@ -6,19 +6,37 @@ LIF neurons. A checkpoint stores the two configs, so the same path rebuilds it b
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
 from firecut.activations import make_act
 from firecut.config import ModelConfig, SpikingConfig
+from firecut.errors import FirecutError
 from firecut.models import get_builder
 from firecut.spiking import SpikingNet, convert
+
+
+def check_pool(mc: ModelConfig) -> dict[str, str]:
+    """The builder's pool argument for `mc.pool` ({} for max, every family's default); raises
+    FirecutError for an unknown kind or a family without the option."""
+    from firecut.models.squeezenet import POOLS
+
+    if mc.pool not in POOLS:
+        raise FirecutError(f"unknown pool '{mc.pool}'; choose one of: {', '.join(POOLS)}")
+    if mc.pool == "max":
+        return {}
+    if "pool" not in inspect.signature(get_builder(mc.name)).parameters:
+        raise FirecutError(f"--pool {mc.pool}: '{mc.name}' has no pool option (squeezenet and "
+                           "squeezenet_p have); drop --pool")
+    return {"pool": mc.pool}
 
 
 def build_cnn(mc: ModelConfig, num_classes: int) -> nn.Module:
     act = make_act(mc.act, levels=mc.levels, clip_init=mc.clip_init)
     return get_builder(mc.name)(num_classes, act_layer=act, keep=mc.keep, width=mc.width,
-                                dropout=mc.dropout)
+                                dropout=mc.dropout, **check_pool(mc))
 
 
 def to_spiking(cnn: nn.Module, sc: SpikingConfig, image_size: int,

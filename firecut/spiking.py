@@ -111,6 +111,22 @@ def lif_reference(xs: torch.Tensor, thr: torch.Tensor, beta: float, v_init: floa
     return s * thr if scale_output else s
 
 
+def _steps_like(step: torch.Tensor, steps: int) -> torch.Tensor:
+    """An empty fp32 (steps, *step.shape) tensor whose every step has `step`'s memory layout.
+
+    A channels_last input gets channels_last steps (strides (B*HWC, HWC, 1, WC, C)), so the
+    spikes, the membrane and the gradient handed back to BN and the convs keep the layout they
+    came in: mixing layouts costs a strided copy per op, and BN's backward on a gradient in the
+    other layout is ~6x slower on CPU.
+    """
+    if step.dim() == 4 and not step.is_contiguous() and step.is_contiguous(
+            memory_format=torch.channels_last):
+        flat = torch.empty((steps * step.shape[0], *step.shape[1:]), dtype=torch.float32,
+                           device=step.device, memory_format=torch.channels_last)
+        return flat.view(steps, *step.shape)
+    return torch.empty((steps, *step.shape), dtype=torch.float32, device=step.device)
+
+
 class _FusedLIF(torch.autograd.Function):
     """Forward: the recurrence of `lif_reference`, saving only U[t] - thr. Backward, with
     g_t = dL/dout_t, sigma' the surrogate derivative and S[t] = H(U[t] - thr):
@@ -126,12 +142,12 @@ class _FusedLIF(torch.autograd.Function):
     def forward(ctx, x, thr, T, broadcast, beta, v_init, deriv, param, scale_output, reset):
         steps = x.shape[0] if not broadcast else T
         step_shape = x.shape if broadcast else x.shape[1:]
-        xf = x.float()
+        xf = x.float()  # the membrane is fp32 whatever the input (bf16 under autocast)
         thr_f = thr.float()
-        U = torch.empty((steps, *step_shape), dtype=torch.float32, device=x.device)  # U - thr
+        U = _steps_like(xf if broadcast else xf[0], steps)  # U - thr, (T, B, C, ...)
         S = torch.empty_like(U)  # spikes as 0./1. (a comparison written into a float tensor
         # costs one pass; a bool result converted to float costs three)
-        mem = (v_init * thr_f).expand(step_shape).clone()
+        mem = torch.empty_like(U[0]).copy_((v_init * thr_f).expand(step_shape))
         for t in range(steps):
             if reset == "zero" and t:
                 mem.mul_(1.0 - S[t - 1])
@@ -294,7 +310,10 @@ class SpikingMaxPool2d(nn.Module):
         # stays the winner's. Without this ~10% of predictions move when BN is folded
         # (benchmarks/export_flips.py).
         # (x / GRID: GRID is a power of two, so multiplying by its inverse is the same division)
-        keys = xs.detach().to(torch.float64).cumsum(0).mul_(1 / self.GRID).round_()  # (T, B, C, H, W)
+        keys = xs.detach().to(torch.float64)  # (T, B, C, H, W), running sums made in place:
+        for t in range(1, T):  # the same sequential order as cumsum(0), which on CPU is a slow
+            keys[t].add_(keys[t - 1])  # strided scan over the outermost dim
+        keys.mul_(1 / self.GRID).round_()
         out, won = [], None
         for t in range(T):
             key = keys[t]  # a view: keys is ours, so the tie-break is written into it in place
@@ -305,7 +324,10 @@ class SpikingMaxPool2d(nn.Module):
                 key, self.kernel_size, self.stride, self.padding, self.dilation,
                 ceil_mode=self.ceil_mode, return_indices=True)  # (B, C, H', W') flat H*W indices
             out.append(xs[t].flatten(2).gather(2, won.flatten(2)).view(won.shape))
-        return torch.cat(out)  # (T*B, C, H', W')
+        y = torch.cat(out)  # (T*B, C, H', W')
+        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            y = y.contiguous(memory_format=torch.channels_last)  # the layout it came in
+        return y
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, T={self.timesteps}"

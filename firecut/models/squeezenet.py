@@ -22,6 +22,11 @@ act(maxpool(x)) == maxpool(act(x)) for a monotone activation (ReLU, clip-quant),
 unchanged, while in the spiking net the pool picks the strongest input current instead of
 OR-ing spikes (which overstates firing rates and wrecks conversion at few steps).
 
+`pool="avg"` swaps every 3x3/2 max-pool for a 3x3/2 average pool in the same place (a different
+CNN, trained as such). An average of currents is linear, so the spiking net applies it step by
+step with no gating: mean over T of avgpool(x[t]) = avgpool(mean over T of x[t]) exactly, where
+a max-pool's running-sum gate only approaches max(mean) as T grows.
+
 Dropping a Fire module (DESIGN §2): it leaves the sequence, the pools stay where they were (in
 the last kept block before their position), and the next kept module's squeeze conv (or the
 classifier) takes the channels that now arrive. 64x64 inputs work unchanged.
@@ -73,9 +78,9 @@ class ConvBNAct(nn.Module):
         self.pool: nn.Module | None = None
         self.act = act_layer(c_out)
 
-    def add_pool(self) -> None:
-        """One more 3x3/2 max-pool (several stack when the blocks between them were dropped)."""
-        self.pool = make_pool() if self.pool is None else nn.Sequential(self.pool, make_pool())
+    def add_pool(self, kind: str = "max") -> None:
+        """One more 3x3/2 pool (several stack when the blocks between them were dropped)."""
+        self.pool = make_pool(kind) if self.pool is None else nn.Sequential(self.pool, make_pool(kind))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, H, W)
         x = self.bn(self.conv(x))  # (N, C_out, H, W)
@@ -84,8 +89,15 @@ class ConvBNAct(nn.Module):
         return self.act(x)
 
 
-def make_pool() -> nn.Module:
-    return nn.MaxPool2d(3, 2, ceil_mode=True)
+POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}  # --pool
+
+
+def make_pool(kind: str = "max") -> nn.Module:
+    """3x3 window, stride 2, ceil mode: 32 -> 16 -> 8 -> 4 (an average divides by the cells
+    inside the image, so a window clipped at the border is not diluted by padding)."""
+    if kind not in POOLS:
+        raise FirecutError(f"unknown pool '{kind}'; choose one of: {', '.join(POOLS)}")
+    return POOLS[kind](3, 2, ceil_mode=True)
 
 
 class Fire(nn.Module):
@@ -98,10 +110,10 @@ class Fire(nn.Module):
         self.expand3x3 = ConvBNAct(spec.squeeze, spec.expand3x3, 3, act_layer)
         self.out_channels = spec.expand1x1 + spec.expand3x3
 
-    def add_pool(self) -> None:
+    def add_pool(self, kind: str = "max") -> None:
         """Pools the output: inside both expand branches, before their activations."""
-        self.expand1x1.add_pool()
-        self.expand3x3.add_pool()
+        self.expand1x1.add_pool(kind)
+        self.expand3x3.add_pool(kind)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, C_in, H, W)
         s = self.squeeze(x)  # (N, S, H, W)
@@ -146,9 +158,10 @@ def check_keep(keep) -> tuple[str, ...]:
 
 class SqueezeNet(nn.Module):
     def __init__(self, num_classes: int, act_layer: ActFactory, keep=None, width: float = 1.0,
-                 dropout: float = 0.0, in_chans: int = 3):
+                 dropout: float = 0.0, in_chans: int = 3, pool: str = "max"):
         super().__init__()
         self.keep = check_keep(keep)
+        make_pool(pool)  # an unknown kind fails here, before any layer is built
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         layers["stem"] = ConvBNAct(in_chans, stem_channels(width), 3, act_layer)
         c = stem_channels(width)
@@ -158,7 +171,7 @@ class SqueezeNet(nn.Module):
                 c = layers[spec.name].out_channels
         for name, pools in pool_plan(self.keep).items():
             for _ in range(pools):
-                layers[name].add_pool()
+                layers[name].add_pool(pool)
         self.features = nn.Sequential(layers)
         self.classifier = nn.Sequential(OrderedDict(
             drop=nn.Dropout(dropout),
@@ -174,9 +187,9 @@ class SqueezeNet(nn.Module):
 
 @register_model
 def squeezenet(num_classes: int, act_layer: ActFactory | None = None, keep=None,
-               width: float = 1.0, dropout: float = 0.0) -> SqueezeNet:
+               width: float = 1.0, dropout: float = 0.0, pool: str = "max") -> SqueezeNet:
     """SqueezeNet-1.1 (3x3 stem of 64, BN, Fire modules fire2..fire9, 1x1-conv classifier)."""
-    return SqueezeNet(num_classes, act_layer or make_act("relu"), keep, width, dropout)
+    return SqueezeNet(num_classes, act_layer or make_act("relu"), keep, width, dropout, pool=pool)
 
 
 REF1_KEEP: tuple[str, ...] = ("fire4", "fire6", "fire8", "fire9")  # the paper's Ref-1 schedule
@@ -184,7 +197,7 @@ REF1_KEEP: tuple[str, ...] = ("fire4", "fire6", "fire8", "fire9")  # the paper's
 
 @register_model
 def squeezenet_p(num_classes: int, act_layer: ActFactory | None = None, keep=None,
-                 width: float = 1.0, dropout: float = 0.0) -> SqueezeNet:
+                 width: float = 1.0, dropout: float = 0.0, pool: str = "max") -> SqueezeNet:
     """SqueezeNet-P: SqueezeNet keeping fire4, fire6, fire8, fire9 (the paper's Ref-1 mask)."""
     return SqueezeNet(num_classes, act_layer or make_act("relu"), REF1_KEEP if keep is None else keep,
-                      width, dropout)
+                      width, dropout, pool=pool)
