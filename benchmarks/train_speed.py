@@ -23,6 +23,12 @@ v_init 0.5, encode_once), built from the same seed:
                    (benchmarks/snntorch_baseline.py: fairness choices, and a check that it is
                    the same function as firecut's)
     snn_compiled   (--compile) firecut's default SNN under torch.compile; dropped if compiling fails
+    cnn_bf16cl     the CNN as `fit` trains it by default: bf16 autocast (CUDA, or a CPU with native
+    snn_bf16cl     bf16; else fp32) and channels_last model and batches; snn_bf16cl likewise the
+                   default SNN path. The other variants are fp32 NCHW, so each pair is side by side.
+
+`--act clipq --pool avg` times the `cpu` preset's network (4-level clip-quant CNN, average pools;
+its SNN is the converted net: IF neurons, per-channel thresholds) instead of the defaults.
 
 speedup_vs_snntorch = snn_img_s / snntorch_img_s, snn_* = firecut's default path on the device
 (fused on CPU, Triton on CUDA). Targets (issue): CPU (2 cores, B 64, T 4) lif_overhead <= 1.10 and
@@ -37,6 +43,7 @@ was busy (2 cores shared with another job slow a step 4-15x, not 2x) and a warni
 
     python benchmarks/train_speed.py [--batch-size 64] [--timesteps 4] [--repeats 7] [--steps 5]
                                      [--variants cnn,snn_fused,snntorch] [--compile] [--json]
+                                     [--act clipq --pool avg]
 """
 
 from __future__ import annotations
@@ -61,9 +68,14 @@ from snntorch_baseline import check_trains, from_firecut, same_function_gap  # n
 
 from firecut.config import ModelConfig, SpikingConfig  # noqa: E402
 from firecut.network import build_network  # noqa: E402
+from firecut.train import cpu_has_bf16, train_autocast  # noqa: E402
+
+NET = {"act": "relu", "pool": "max"}  # --act, --pool: the CNN's activation and pools
 
 NUM_CLASSES, IMAGE_SIZE = 10, 32
-VARIANTS = ("cnn", "snn_reference", "snn_fused", "snn_triton", "snntorch", "snn_compiled")
+VARIANTS = ("cnn", "snn_reference", "snn_fused", "snn_triton", "snntorch", "snn_compiled",
+            "cnn_bf16cl", "snn_bf16cl")
+FAST = ("cnn_bf16cl", "snn_bf16cl")  # bf16 autocast + channels_last, as fit trains
 
 
 @dataclass
@@ -73,6 +85,7 @@ class Variant:
     opt: torch.optim.Optimizer
     env: dict[str, str] = field(default_factory=dict)  # environment while it runs
     rounds: list[float] = field(default_factory=list)  # per-round median step, seconds
+    fast: bool = False  # bf16 autocast (where fit uses it) + channels_last input
 
 
 @contextmanager
@@ -90,12 +103,16 @@ def environ(env: dict[str, str]):
                 os.environ[k] = v
 
 
-def step_time(model, opt, x, y, steps: int, sync) -> float:
-    """Median seconds per training step (forward, backward, SGD update) over `steps`."""
+def step_time(model, opt, x, y, steps: int, sync, fast: bool = False) -> float:
+    """Median seconds per training step (forward, backward, SGD update) over `steps`; `fast`:
+    under fit's training autocast (bf16 where the device has it natively)."""
     times = []
+    if fast:
+        x = x.contiguous(memory_format=torch.channels_last)
     for _ in range(steps):
         t0 = time.perf_counter()
-        loss = F.cross_entropy(model(x), y)  # model: (B, 3, H, W) -> (B, K)
+        with train_autocast(x.device, fast):
+            loss = F.cross_entropy(model(x).float(), y)  # model: (B, 3, H, W) -> (B, K)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -118,18 +135,24 @@ def triton_missing(dev: torch.device) -> str | None:
     return None
 
 
+def net_config() -> ModelConfig:
+    return ModelConfig(act=NET["act"], pool=NET["pool"])
+
+
 def firecut_snn(timesteps: int) -> nn.Module:
-    """firecut's SNN with the from-scratch defaults; the same weights every call (seed 0)."""
+    """firecut's SNN with the from-scratch defaults (a clip-quant net: converted, IF neurons);
+    the same weights every call (seed 0)."""
     torch.manual_seed(0)
-    return build_network(ModelConfig(), SpikingConfig(enabled=True, timesteps=timesteps),
+    converted = "cnn.pt" if NET["act"] == "clipq" else None
+    return build_network(net_config(), SpikingConfig(enabled=True, timesteps=timesteps, init=converted),
                          NUM_CLASSES, IMAGE_SIZE)
 
 
 def build_model(name: str, timesteps: int, x: torch.Tensor) -> nn.Module:
     """The network of variant `name`, on x's device, in training mode."""
-    if name == "cnn":
+    if name in ("cnn", "cnn_bf16cl"):
         torch.manual_seed(0)
-        model = build_network(ModelConfig(), SpikingConfig(enabled=False), NUM_CLASSES, IMAGE_SIZE)
+        model = build_network(net_config(), SpikingConfig(enabled=False), NUM_CLASSES, IMAGE_SIZE)
     elif name == "snntorch":
         snn = firecut_snn(timesteps).to(x.device)
         model = from_firecut(snn).to(x.device)
@@ -141,7 +164,8 @@ def build_model(name: str, timesteps: int, x: torch.Tensor) -> nn.Module:
                 n.fused = False  # per-step autograd loop (lif_reference)
         elif name == "snn_compiled":
             model = torch.compile(model)  # compiles lazily: failures surface in warm_up
-    return model.to(x.device).train()
+    model = model.to(x.device).train()
+    return model.to(memory_format=torch.channels_last) if name in FAST else model
 
 
 def check_baseline(snn: nn.Module, baseline: nn.Module, x: torch.Tensor) -> None:
@@ -160,9 +184,9 @@ def build_variants(names: list[str], timesteps: int, x: torch.Tensor) -> dict[st
         model = build_model(name, timesteps, x)
         opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
         env = {"FIRECUT_TRITON": "1" if name == "snn_triton" else "0"}
-        if name in ("cnn", "snn_compiled"):
+        if name in ("cnn", "snn_compiled") + FAST:
             env = {}  # the device's default
-        variants[name] = Variant(name, model, opt, env)
+        variants[name] = Variant(name, model, opt, env, fast=name in FAST)
     return variants
 
 
@@ -172,7 +196,7 @@ def warm_up(variants: dict[str, Variant], x, y, sync) -> None:
         v = variants[name]
         try:
             with environ(v.env):
-                step_time(v.model, v.opt, x, y, 3 if name == "snn_compiled" else 2, sync)
+                step_time(v.model, v.opt, x, y, 3 if name == "snn_compiled" else 2, sync, v.fast)
         except Exception as e:  # torch.compile's failures come in many classes
             if name != "snn_compiled":
                 raise
@@ -194,7 +218,7 @@ def time_rounds(variants: dict[str, Variant], x, y, repeats: int, steps: int, sy
             for name in order:
                 v = variants[name]
                 with environ(v.env):
-                    times[name].append(step_time(v.model, v.opt, x, y, 1, sync))
+                    times[name].append(step_time(v.model, v.opt, x, y, 1, sync, v.fast))
         for name in names:
             variants[name].rounds.append(statistics.median(times[name]))
         print(f"round {r + 1}/{repeats}: "
@@ -238,6 +262,17 @@ def summarise(variants: dict[str, Variant], args, dev: torch.device) -> dict:
         "repeats": args.repeats,
         "steps": args.steps,
         "round_spread": max(max(v.rounds) / min(v.rounds) for v in variants.values()),
+        "act": NET["act"],
+        "pool": NET["pool"],
+        "bf16": dev.type == "cuda" or cpu_has_bf16(),  # whether *_bf16cl ran in bf16
+        "cnn_bf16cl_img_s": img_s.get("cnn_bf16cl"),
+        "snn_bf16cl_img_s": img_s.get("snn_bf16cl"),
+        "cnn_bf16cl_step_ms": ms.get("cnn_bf16cl"),
+        "snn_bf16cl_step_ms": ms.get("snn_bf16cl"),
+        "cnn_bf16cl_speedup": _ratio(sec.get("cnn"), sec.get("cnn_bf16cl")),
+        "snn_bf16cl_speedup": _ratio(sec.get(default), sec.get("snn_bf16cl")),
+        "lif_overhead_bf16cl": _ratio(sec.get("snn_bf16cl"),
+                                      T * sec["cnn_bf16cl"] if "cnn_bf16cl" in sec else None),
     }
     if "snn_compiled" in sec:
         result["snn_compiled_img_s"] = img_s["snn_compiled"]
@@ -249,13 +284,14 @@ def print_table(variants: dict[str, Variant], result: dict) -> None:
     T, B = result["timesteps"], result["batch_size"]
     print(f"{result['device']}, torch {result['torch']}, batch {B}, T={T}, "
           f"{result['repeats']} rounds x {result['steps']} steps, medians")
-    cnn = statistics.median(variants["cnn"].rounds) if "cnn" in variants else None
-    base = statistics.median(variants["snntorch"].rounds) if "snntorch" in variants else None
+    med = {n: statistics.median(v.rounds) for n, v in variants.items()}
+    base = med.get("snntorch")
     print(f"{'variant':<15}{'step ms':>10}{'img/s':>9}{'/ (T x CNN)':>13}{'vs snntorch':>13}"
           f"{'rounds, ms':>18}")
     for name, v in variants.items():
-        s = statistics.median(v.rounds)
-        over = f"{s / (T * cnn):.3f}" if cnn and name != "cnn" else ""
+        s = med[name]
+        cnn = med.get("cnn_bf16cl" if name in FAST else "cnn")  # each SNN against its own CNN
+        over = f"{s / (T * cnn):.3f}" if cnn and not name.startswith("cnn") else ""
         vs = f"{base / s:.2f}x" if base and name not in ("cnn", "snntorch") else ""
         spread = f"{min(v.rounds) * 1e3:.0f}-{max(v.rounds) * 1e3:.0f}"
         mark = " *" if name == "snn_" + result["snn_path"] else ""
@@ -263,6 +299,10 @@ def print_table(variants: dict[str, Variant], result: dict) -> None:
     print(f"* firecut's default path on this device (snn_img_s). lif_overhead "
           f"{_fmt(result['lif_overhead'])} (target <= 1.10 on CPU), speedup_vs_snntorch "
           f"{_fmt(result['speedup_vs_snntorch'])} (target >= 1.25 CPU, >= 3 CUDA)")
+    if any(n in variants for n in FAST):
+        print(f"bf16 + channels_last ({'bf16' if result['bf16'] else 'fp32: no native bf16'}): CNN "
+              f"{_fmt(result['cnn_bf16cl_speedup'])}x, SNN {_fmt(result['snn_bf16cl_speedup'])}x "
+              f"the fp32 NCHW step; act {result['act']}, pool {result['pool']}")
 
 
 def _fmt(v: float | None) -> str:
@@ -280,7 +320,10 @@ def parse_args() -> argparse.Namespace:
                     help=f"comma list, a subset of {','.join(VARIANTS)} (default: all that run here)")
     ap.add_argument("--compile", action="store_true", help="add snn_compiled (torch.compile)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
+    ap.add_argument("--act", default="relu", help="CNN activation (clipq: the cpu preset's)")
+    ap.add_argument("--pool", default="max", help="squeezenet's pools: max | avg (the cpu preset's)")
     args = ap.parse_args()
+    NET.update(act=args.act, pool=args.pool)
     if args.repeats < 1 or args.steps < 1:
         ap.error("--repeats and --steps must be >= 1")
     return args

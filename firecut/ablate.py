@@ -2,9 +2,14 @@
 
     base      the unpruned SNN SqueezeNet: `--base CKPT`, or trained here by the spine's pipeline
               (CNN -> convert -> fine-tune) into OUT/base-cnn and OUT/base-snn
-    schedule  pruned from the base (every fitting tensor inherited, re-wired convs re-made) and
-              fine-tuned F epochs, or trained from scratch E epochs (`--from-scratch`); evaluated
-              on the test split with AC/MAC counted; one run folder each: OUT/schedules/NAME-sSEED
+    schedule  re-trained one of three ways (`--retrain`; the paper only says "re-trained"):
+                finetune  pruned from the base (every fitting tensor inherited, re-wired convs
+                          re-made) and fine-tuned F epochs as an SNN
+                recipe    trained as its own network through the whole recipe: CNN E epochs with
+                          the schedule's modules, converted, fine-tuned F epochs (no base)
+                scratch   an SNN trained from scratch E epochs (no base, no CNN)
+              evaluated on the test split with AC/MAC counted; one run folder each:
+              OUT/schedules/NAME-sSEED (recipe: its CNN in OUT/schedules/NAME-sSEED-cnn)
     table     OUT/table.md (Table 3's layout), table.csv, table.json, tradeoff.png
 
 Every step is a resumable run folder, so a killed ablation re-run with the same OUT keeps every
@@ -42,9 +47,9 @@ class AblateConfig:
     schedules: str = "paper.yaml"  # a schedule file (a bare name: a shipped one)
     base: str | None = None  # a trained unpruned SNN checkpoint; None = train one here
     seeds: int = 1  # fine-tunes per schedule (seeds 0..N-1)
-    epochs: int | None = None  # base CNN epochs (and per-schedule epochs with from_scratch)
+    epochs: int | None = None  # CNN epochs (base, or each schedule's with recipe; scratch: SNN's)
     finetune_epochs: int | None = None  # per-schedule fine-tuning (and the base SNN's) epochs
-    from_scratch: bool = False  # train each schedule from scratch instead of pruning the base
+    retrain: str = "finetune"  # finetune | recipe | scratch (RETRAIN)
     timesteps: int | None = None  # T [default: the preset's]
     preset: str | None = "quick"
     batch_size: int | None = None
@@ -58,9 +63,17 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
+# How a schedule is re-trained -> whether it needs the trained unpruned base
+RETRAIN: dict[str, bool] = {"finetune": True, "recipe": False, "scratch": False}
+
+
 def check_values(ac: AblateConfig) -> None:
     """Refuses impossible settings before anything is written to OUT."""
     check_preset(ac.preset)
+    if ac.retrain not in RETRAIN:
+        raise FirecutError(f"unknown --retrain '{ac.retrain}'; choose one of: {', '.join(RETRAIN)}")
+    if ac.base and not RETRAIN[ac.retrain]:
+        raise FirecutError(f"--retrain {ac.retrain} trains every schedule without a base; drop --base")
     if ac.seeds < 1:
         raise FirecutError("--seeds must be >= 1")
     check_step_counts(ac)
@@ -102,9 +115,16 @@ def check_base(ac: AblateConfig, base: str) -> tuple[ModelConfig, SpikingConfig]
 def run_schedule(ac: AblateConfig, sched: Schedule, seed: int, base: str | None,
                  base_cfgs: tuple[ModelConfig, SpikingConfig] | None, out: Path,
                  fit: Callable, folder: str = "schedules") -> dict[str, Any]:
-    """Prunes the base to `sched.keep` and fine-tunes it (or trains it from scratch) in
-    OUT/FOLDER/NAME-sSEED; returns the run's summary with the schedule's name, keep and seed."""
-    if ac.from_scratch or base_cfgs is None:
+    """Re-trains schedule `sched` per `ac.retrain` into OUT/FOLDER/NAME-sSEED (see the module
+    docstring); returns the SNN's summary with the schedule's name, keep and seed (recipe: and
+    its CNN's accuracy, cnn_acc)."""
+    run = out / folder / f"{_slug(sched.name)}-s{seed}"
+    if ac.retrain == "recipe":
+        cnn, snn = cnn_then_snn(ac, run.with_name(run.name + "-cnn"), run, fit, lambda m: None,
+                                seed=seed, keep=list(sched.keep))
+        return {"schedule": sched.name, "keep": list(sched.keep), "seed": seed, **snn,
+                "cnn_acc": cnn["acc"]}
+    if ac.retrain == "scratch" or base_cfgs is None:
         cfg = step_config(ac, "snn-scratch", seed)
         cfg.model.keep = list(sched.keep)
     else:
@@ -112,7 +132,7 @@ def run_schedule(ac: AblateConfig, sched: Schedule, seed: int, base: str | None,
         timesteps = cfg.spiking.timesteps
         cfg.model, cfg.spiking = child_of(*base_cfgs, base, sched.keep)
         cfg.spiking.timesteps = timesteps
-    summary = fit(validate(cfg), str(out / folder / f"{_slug(sched.name)}-s{seed}"))
+    summary = fit(validate(cfg), str(run))
     return {"schedule": sched.name, "keep": list(sched.keep), "seed": seed, **summary}
 
 
@@ -127,7 +147,7 @@ def run_ablation(ac: AblateConfig, out: str | Path, fit: Callable | None = None,
     schedules = load_schedules(ac.schedules)
     check_settings(ac, out)
     base, base_cfgs = None, None
-    if not ac.from_scratch:
+    if RETRAIN[ac.retrain]:
         base = ac.base or train_base(ac, out, fit, log)
         base_cfgs = check_base(ac, base)
     runs: list[dict[str, Any]] = []

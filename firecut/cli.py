@@ -64,6 +64,7 @@ def train(
     timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: 4]."),
     batch_size: Optional[int] = typer.Option(None, help="Images per training step."),
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (cosine schedule)."),
+    freeze_bn: Optional[bool] = typer.Option(None, "--freeze-bn/--batch-bn", help="Batch norm keeps its running statistics while training (fine-tuning a converted SNN), or normalises by batch statistics (the default)."),
     optimizer: Optional[str] = typer.Option(None, help="sgd | adamw."),
     act: Optional[str] = typer.Option(None, help="CNN activation: relu | relu6 | silu | hardswish | clipq."),
     pool: Optional[str] = typer.Option(None, help="SqueezeNet's 3x3/2 pools: max (the paper's) | avg (linear, converts exactly) [default: max; preset cpu: avg]. A converted or pruned net keeps its parent's."),
@@ -103,6 +104,7 @@ def train(
         "data.dataset": dataset, "data.root": data_root, "data.train_subset": train_subset,
         "data.test_subset": test_subset, "train.epochs": epochs, "spiking.timesteps": timesteps,
         "train.batch_size": batch_size, "train.lr": lr, "train.optimizer": optimizer,
+        "train.freeze_bn": freeze_bn,
         "model.act": act, "model.pool": pool, "spiking.beta": beta, "spiking.surrogate": surrogate,
         "spiking.reset": reset, "train.seed": seed, "train.device": device.value if device else None,
         "energy.preset": energy_preset, "energy.e_ac_pj": e_ac_pj, "energy.e_mac_pj": e_mac_pj,
@@ -231,9 +233,10 @@ def ablate(
     schedules: str = typer.Option("paper.yaml", help="Schedule file (a bare name: a shipped one; see `firecut schedules list`)."),
     base: Optional[str] = typer.Option(None, help="A trained unpruned SNN checkpoint [default: train one here]."),
     seeds: int = typer.Option(1, help="Fine-tunes per schedule (mean ± std in the table)."),
-    epochs: Optional[int] = typer.Option(None, help="Base CNN epochs (per-schedule epochs with --from-scratch)."),
+    epochs: Optional[int] = typer.Option(None, help="CNN epochs: the base's, or each schedule's with --retrain recipe (the SNN's with scratch)."),
     finetune_epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs per schedule (and for the base SNN)."),
-    from_scratch: bool = typer.Option(False, "--from-scratch", help="Train each schedule from scratch instead of pruning the base."),
+    retrain: str = typer.Option("finetune", help="How each schedule is re-trained: finetune (prune the base SNN, fine-tune) | recipe (its own CNN, converted, fine-tuned) | scratch (an SNN from scratch)."),
+    from_scratch: bool = typer.Option(False, "--from-scratch", hidden=True, help="Old spelling of --retrain scratch."),
     timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: the preset's]."),
     preset: str = typer.Option("quick", help=f"{PRESET_HELP}."),
     batch_size: Optional[int] = typer.Option(None, help="Images per training step."),
@@ -243,7 +246,7 @@ def ablate(
     device: Device = typer.Option(Device.auto, help="Training device."),
     out: Optional[str] = typer.Option(None, help="Output folder [default: runs/ablate-DATASET]."),
 ):
-    """The Fire-module ablation (Table 3): prune the base SNN per schedule, fine-tune, evaluate.
+    """The Fire-module ablation (Table 3): re-train each schedule (--retrain), evaluate, count.
 
     Writes OUT/table.md, table.csv, table.json and tradeoff.png and prints the table. Re-running
     the same command resumes: every finished schedule is kept.
@@ -254,7 +257,7 @@ def ablate(
 
     ac = AblateConfig(dataset=dataset, root=data_root or default_data_root(), schedules=schedules,
                       base=base, seeds=seeds, epochs=epochs, finetune_epochs=finetune_epochs,
-                      from_scratch=from_scratch, timesteps=timesteps, preset=preset,
+                      retrain="scratch" if from_scratch else retrain, timesteps=timesteps, preset=preset,
                       batch_size=batch_size, train_subset=train_subset, test_subset=test_subset,
                       device=device.value)
     out = out or str(Path("runs") / f"ablate-{dataset_name(dataset)}")

@@ -70,11 +70,14 @@ def step_config(settings: Any, mode: str, seed: int = 0, model: str = "squeezene
 
 def cnn_then_snn(settings: Any, cnn_dir: Path, snn_dir: Path, fit: Callable,
                  log: Callable[[str], None], model: str = "squeezenet", seed: int = 0,
-                 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Trains the CNN into `cnn_dir`, converts its best checkpoint and fine-tunes the SNN into
-    `snn_dir` (both resumable run folders); returns their summaries."""
+                 keep: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Trains the CNN (with Fire modules `keep`, None = the model's own) into `cnn_dir`, converts
+    its best checkpoint and fine-tunes the SNN into `snn_dir` (both resumable run folders);
+    returns their summaries."""
     log(f"{model}: training the CNN (seed {seed})")
-    cnn = validate(step_config(settings, "cnn", seed, model))
+    cnn = step_config(settings, "cnn", seed, model)
+    cnn.model.keep = list(keep) if keep is not None else None
+    cnn = validate(cnn)
     cnn_summary = fit(cnn, str(cnn_dir))
     log(f"{model}: converting to an SNN and fine-tuning (seed {seed})")
     snn = step_config(settings, "snn", seed, model)

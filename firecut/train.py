@@ -222,8 +222,17 @@ class _NoBar:
         pass
 
 
-def train_epoch(model, loader, opt, sched, cfg: RunConfig, bar) -> dict[str, float]:
+def train_mode(model: nn.Module, freeze_bn: bool) -> None:
+    """model.train(); with `freeze_bn`, batch norm layers stay in eval mode (running statistics)."""
     model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
+
+def train_epoch(model, loader, opt, sched, cfg: RunConfig, bar) -> dict[str, float]:
+    train_mode(model, cfg.train.freeze_bn)
     device = loader.x.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
@@ -466,6 +475,7 @@ def summarise(model: nn.Module, metrics: dict[str, Any], *, mc, cfg_spiking, dat
         "e_mac_pj": metrics["e_mac_pj"],
         "test_loss": metrics["loss"],
         "act": mc.act,
+        "pool": mc.pool,
         "keep": list(model_keep(model)),
         "neuron": {"beta": float(model.neurons()[0].beta), "surrogate": cfg_spiking.surrogate,
                    "reset": cfg_spiking.reset, "v_init": cfg_spiking.v_init,

@@ -82,7 +82,7 @@ def test_other_settings_in_out_are_refused(tmp_path):
 def test_a_pruned_base_or_one_of_another_dataset_is_refused(tmp_path):
     import numpy as np
 
-    A.run_ablation(small(tmp_path, from_scratch=True), tmp_path / "scratch", fit=quiet_fit,
+    A.run_ablation(small(tmp_path, retrain="scratch"), tmp_path / "scratch", fit=quiet_fit,
                    log=lambda m: None)
     runs = tmp_path / "scratch" / "schedules"
     with pytest.raises(FirecutError, match="already pruned"):
@@ -93,6 +93,28 @@ def test_a_pruned_base_or_one_of_another_dataset_is_refused(tmp_path):
              x_test=np.zeros((10, 32, 32, 3), np.uint8), y_test=np.arange(10))
     with pytest.raises(FirecutError, match="trained on synthetic"):
         A.check_base(small(tmp_path, dataset=str(other)), str(runs / "Full-s0" / "last.pt"))
+
+
+def test_recipe_retraining_trains_each_schedule_as_its_own_cnn_then_snn(tmp_path):
+    trained = []
+
+    def recording_fit(cfg, out):
+        trained.append((out.split("/")[-1], cfg.mode(), cfg.model.keep, cfg.model.parent))
+        return quiet_fit(cfg, out)
+
+    rows = A.run_ablation(small(tmp_path, retrain="recipe"), tmp_path / "r", fit=recording_fit,
+                          log=lambda m: None)
+    assert not (tmp_path / "r" / "base-cnn").exists()  # no base: every schedule is its own net
+    ref1 = ["fire4", "fire6", "fire8", "fire9"]
+    assert ("Ref-1-s0-cnn", "cnn", ref1, None) in trained and ("Ref-1-s0", "snn", ref1, None) in trained
+    assert len(trained) == 6 and [r["keep"] for r in rows] == [list(FIRE_NAMES), ref1, []]
+    runs = json.loads((tmp_path / "r" / "table.json").read_text())["runs"]
+    cnn = json.loads((tmp_path / "r" / "schedules" / "Ref-1-s0-cnn" / "summary.json").read_text())
+    assert runs[1]["cnn_acc"] == cnn["acc"] and runs[1]["spiking"] and not cnn["spiking"]
+    with pytest.raises(FirecutError, match="unknown --retrain 'prune'"):
+        A.check_values(small(tmp_path, retrain="prune"))
+    with pytest.raises(FirecutError, match="without a base; drop --base"):
+        A.check_values(small(tmp_path, retrain="recipe", base="b.pt"))
 
 
 def test_seeds_give_mean_and_std():

@@ -67,6 +67,9 @@ def test_help_does_not_import_torch():
     (["train", "--dataset", "synthetic", "--snn", "--timesteps", "0"], ["--timesteps must be >= 1"]),
     (["train", "--dataset", "synthetic", "--keep", "fire2,fire12"], ["fire12"]),
     (["train", "--dataset", "synthetic", "--act", "gelu"], ["unknown activation 'gelu'"]),
+    (["train", "--dataset", "synthetic", "--pool", "min"], ["unknown pool 'min'", "avg"]),
+    (["train", "--dataset", "synthetic", "--model", "mnasnet", "--pool", "avg"], ["has no pool option"]),
+    (["ablate", "--dataset", "synthetic", "--retrain", "prune"], ["unknown --retrain 'prune'", "recipe"]),
     (["train", "--dataset", "synthetic", "--snn", "--reset", "hard"], ["unknown reset 'hard'"]),
     (["train", "--dataset", "synthetic", "--snn", "--surrogate", "relu"], ["unknown surrogate 'relu'"]),
     (["train", "--dataset", "synthetic", "--snn", "--beta", "1.5"], ["--beta must be in [0, 1]"]),
@@ -77,9 +80,40 @@ def test_help_does_not_import_torch():
     (["evaluate", "nothing.pt", "--dataset", "synthetic"], ["nothing.pt", "does not exist"]),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, needles, tmp_path):
-    assert_user_error(run_cli(*args, "--out", tmp_path / "o") if args[0] == "train"
+    assert_user_error(run_cli(*args, "--out", tmp_path / "o") if args[0] in ("train", "ablate")
                       else run_cli(*args), *needles)
     assert not (tmp_path / "o" / "summary.json").exists()
+
+
+def test_cpu_preset_end_to_end_on_real_cifar10(tmp_path):
+    # --preset cpu on a few hundred real images: the clip-quant, average-pool CNN at batch 128,
+    # converted to T=4 and fine-tuned at batch 64, trained channels_last (bf16 where the CPU has
+    # it); its figures are what `firecut evaluate` gives for the checkpoint (NCHW, fp32)
+    import yaml
+
+    data = shared_file("cifar10-sub.npz")
+    common = ["--dataset", data, "--train-subset", 300, "--test-subset", 200, "--epochs", 1, "--quiet"]
+    cnn = run_cli("train", "--preset", "cpu", "--cnn", *common, "--out", tmp_path / "cnn")
+    assert cnn.returncode == 0, cnn.stderr
+    c = json.loads(cnn.stdout)
+    assert (c["act"], c["pool"], c["spiking"], c["mac"]) == ("clipq", "avg", False, 23_511_040)
+    cfg = yaml.safe_load((tmp_path / "cnn" / "config.yaml").read_text())
+    assert (cfg["train"]["batch_size"], cfg["train"]["lr"], cfg["model"]["levels"]) == (128, 0.1, 4)
+    assert cfg["train"]["channels_last"] and cfg["train"]["amp"]
+
+    snn = run_cli("train", "--preset", "cpu", "--init", tmp_path / "cnn" / "best.pt", *common,
+                  "--out", tmp_path / "snn")
+    assert snn.returncode == 0, snn.stderr
+    s = json.loads(snn.stdout)
+    assert (s["spiking"], s["timesteps"], s["pool"], s["params"]) == (True, 4, "avg", 736_458)
+    assert s["ac"] > 0 and s["mac"] == STEM_MACS_32  # only the encoding layer multiplies
+    assert sum(l.get("input") == "spike" for l in s["layers"]) == 3 * 8 + 1
+    cfg = yaml.safe_load((tmp_path / "snn" / "config.yaml").read_text())
+    assert (cfg["train"]["batch_size"], cfg["train"]["lr"]) == (64, 0.005)
+    again = run_cli("evaluate", tmp_path / "snn" / "last.pt", "--dataset", data, "--test-subset", 200)
+    assert again.returncode == 0, again.stderr
+    e = json.loads(again.stdout)
+    assert (e["acc"], e["ac"], e["pool"]) == (s["acc"], s["ac"], "avg")
 
 
 def test_bad_files_are_refused(tmp_path):

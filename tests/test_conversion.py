@@ -127,3 +127,62 @@ def test_converter_gates_only_the_pools_after_the_first_neuron():
     snn.set_timesteps(5)
     assert snn.net[5].timesteps == 5 and snn.net[2].timesteps == 5
     assert snn(torch.randn(3, 3, 9, 9)).shape == (3, 2)
+
+
+def test_avg_pool_net_converts_without_gates_and_every_layer_after_the_stem_reads_spikes():
+    # The pools sit before the activations, so an average of currents still feeds a neuron, and
+    # the next conv reads spikes: only the encoding layer (the stem) is counted as MAC.
+    from firecut.config import ModelConfig, SpikingConfig
+    from firecut.energy import EnergyModel, OpCounter
+    from firecut.network import build_network
+
+    torch.manual_seed(0)
+    snn = build_network(ModelConfig(act="clipq", pool="avg", width=0.25),
+                        SpikingConfig(enabled=True, timesteps=4, init="cnn.pt"), 10, 32).eval()
+    assert not any(isinstance(m, SpikingMaxPool2d) for m in snn.modules())
+    assert sum(isinstance(m, nn.AvgPool2d) for m in snn.modules()) == 5  # stem; fire3, fire5 x 2 branches
+    counter = OpCounter(snn, 4, True)
+    with counter, torch.no_grad():
+        counter.begin_batch(2)
+        snn(torch.randn(2, 3, 32, 32))
+    report = counter.report(EnergyModel())
+    kinds = {r["name"]: r["input"] for r in report["layers"] if r["type"] == "Conv2d"}
+    assert len(kinds) == 1 + 3 * 8 + 1  # stem, 3 per Fire module, classifier
+    assert kinds.pop("net.features.stem.conv") == "real-static"
+    assert set(kinds.values()) == {"spike"} and report["ac"] > 0
+    assert report["mac"] == report["layers"][0]["mac"] > 0  # the stem's, once per image
+
+
+def test_an_avg_pool_of_spikes_is_the_pool_of_their_rate():
+    # The linear pool needs no gate: per-step pooling of spike trains averages to the pool of the
+    # rates exactly, where a per-step max overstates it (E[max] >= max E).
+    torch.manual_seed(0)
+    T = 8
+    spikes = (torch.rand(T, 2, 3, 8, 8) < 0.3).float()
+    avg = nn.AvgPool2d(3, 2, ceil_mode=True)
+    per_step = avg(spikes.flatten(0, 1)).view(T, 2, 3, 4, 4).mean(0)
+    torch.testing.assert_close(per_step, avg(spikes.mean(0)))
+    mx = make_pool()
+    assert (mx(spikes.flatten(0, 1)).view(T, 2, 3, 4, 4).mean(0) > mx(spikes.mean(0)) + 1e-6).any()
+
+
+def test_clipquant_training_path_equals_its_autograd_definition():
+    # ClipQuant trains through one fused function; values and both gradients equal the plain
+    # straight-through expression (in float64, so that only the maths could differ).
+    torch.manual_seed(0)
+    act = ClipQuant(4, 2.0).double()
+    x = (torch.randn(4, 3, 5, 5, dtype=torch.float64) * 2).requires_grad_()
+    y = act(x)
+    g = torch.randn_like(y)
+    y.backward(g)
+    fused = x.grad.clone(), act.theta.grad.clone()
+    x.grad, act.theta.grad = None, None
+    theta = act.theta.abs().clamp_min(1e-3)
+    q = torch.clamp(x / theta, 0.0, 1.0)
+    ref = (q + (torch.floor(q * 4 + 0.5) / 4 - q).detach()) * theta
+    ref.backward(g)
+    assert torch.equal(y, ref)
+    assert torch.equal(fused[0], x.grad) and 0 < (x.grad != 0).float().mean() < 1
+    torch.testing.assert_close(fused[1], act.theta.grad, rtol=1e-12, atol=1e-12)
+    with torch.no_grad():  # inference takes the plain path (what export traces)
+        assert torch.equal(act(x), ref)

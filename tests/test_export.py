@@ -26,7 +26,8 @@ from firecut.unrolled import UnrolledLIF, fold_all_bn, fold_bn, unroll
 from firecut.verify import VerifyConfig
 
 KEEP = ["fire2", "fire4", "fire6", "fire9"]
-NETS = {"snn": dict(spiking=True, keep=KEEP), "cnn": dict(spiking=False, keep=None)}
+NETS = {"snn": dict(spiking=True, keep=KEEP), "cnn": dict(spiking=False, keep=None),
+        "snn-avg": dict(spiking=True, keep=KEEP, pool="avg")}  # the cpu preset's pools
 KINDS = ["pt", "torchscript", "onnx"]
 
 
@@ -61,9 +62,10 @@ def _calibrate(model: nn.Module) -> None:
     model.eval()
 
 
-def make_ckpt(path, spiking: bool, keep=None):
+def make_ckpt(path, spiking: bool, keep=None, pool="max"):
     torch.manual_seed(0)
-    mc, sc = ModelConfig(width=0.25, keep=keep), SpikingConfig(enabled=spiking, timesteps=2, beta=1.0)
+    mc = ModelConfig(width=0.25, keep=keep, pool=pool)
+    sc = SpikingConfig(enabled=spiking, timesteps=2, beta=1.0)
     model = build_network(mc, sc, 10, 32)
     _calibrate(model)
     data = load_synthetic()
@@ -158,7 +160,7 @@ def test_round_trip(exported, net, kind):
         assert c.verdict in ("exact", "equivalent")
     if kind != "pt":
         assert c.layer.conv_max_rel < 1e-5 and c.layer.neurons_identical
-        assert c.layer.neurons == (25 - 3 * 4 if net == "snn" else 0)  # 4 of 8 Fire modules kept
+        assert c.layer.neurons == (0 if net == "cnn" else 25 - 3 * 4)  # 4 of 8 Fire modules kept
     folder = os.path.dirname(r.path)
     assert os.path.getsize(r.path) == r.size_bytes
     assert not [f for f in os.listdir(folder) if f.endswith(".verifying")]  # no half-written file
@@ -166,13 +168,17 @@ def test_round_trip(exported, net, kind):
     art = A.open_artifact(r.path)
     ckpt = load_checkpoint(ckpt_path)
     m = art.meta
-    assert (m.kind, m.model, m.spiking, m.image_size) == (kind, "squeezenet", net == "snn", 32)
-    assert m.timesteps == (2 if net == "snn" else 1) and m.bn_folded == (kind != "pt")
+    spiking = net != "cnn"
+    assert (m.kind, m.model, m.spiking, m.image_size) == (kind, "squeezenet", spiking, 32)
+    assert m.timesteps == (2 if spiking else 1) and m.bn_folded == (kind != "pt")
     assert m.classes == ckpt["classes"] and m.mean == ckpt["norm"]["mean"] and m.std == ckpt["norm"]["std"]
-    assert m.keep == (KEEP if net == "snn" else [f"fire{i}" for i in range(2, 10)])
+    assert m.keep == (KEEP if spiking else [f"fire{i}" for i in range(2, 10)])
 
     _, x = synthetic_test(ckpt)
-    source = model_from_checkpoint(ckpt).eval()
+    source = model_from_checkpoint(ckpt).eval()  # the checkpoint rebuilds its own pools
+    pools = {type(p).__name__ for p in source.modules() if type(p).__name__.endswith("Pool2d")}
+    assert pools == ({"AvgPool2d"} if net == "snn-avg" else {"MaxPool2d", "SpikingMaxPool2d"}
+                     if spiking else {"MaxPool2d"})
     with torch.no_grad():
         ref = source(x).numpy()
     got = art.run(x.numpy())

@@ -102,3 +102,29 @@ def test_spiking_net_reads_out_the_mean_over_steps():
     out = SpikingNet(net, T)(torch.ones(5, 4))
     assert out.shape == (5, 2)
     torch.testing.assert_close(out, net(torch.ones(5, 4)))  # identical steps: mean == one step
+
+
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_channels_last_and_bf16_inputs_keep_their_layout_and_an_fp32_membrane(broadcast):
+    # channels_last in -> channels_last spikes and input gradient (BN's backward on a gradient in
+    # the other layout is several times slower on CPU), the same values as NCHW; a bf16 input
+    # (autocast) gives the spikes of the fp32 neuron on the same bf16-rounded input, in bf16.
+    T, B, C = 4, 3, 5
+    torch.manual_seed(2)
+    neuron = LIF(C, threshold=0.7, learn_threshold=True, v_init=0.5, scale_output=True,
+                 timesteps=T, broadcast_input=broadcast)
+    x = torch.randn(B if broadcast else T * B, C, 6, 6) * 1.5
+    xa = x.clone().requires_grad_()
+    xb = x.contiguous(memory_format=torch.channels_last).requires_grad_()
+    ya, yb = neuron(xa), neuron(xb)
+    assert yb.is_contiguous(memory_format=torch.channels_last) and not yb.is_contiguous()
+    assert torch.equal(ya, yb)
+    w = torch.randn_like(ya)
+    (ya * w).sum().backward()
+    (yb * w).sum().backward()
+    assert xb.grad.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(xa.grad, xb.grad)
+    x16 = x.to(torch.bfloat16)
+    y16 = neuron(x16)
+    assert y16.dtype == torch.bfloat16
+    assert torch.equal(y16, neuron(x16.float()).to(torch.bfloat16))

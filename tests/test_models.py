@@ -82,3 +82,23 @@ def test_spiking_squeezenet_has_one_neuron_per_activation_and_encodes_once():
     assert len(neurons) == 1 + 3 * len(FIRE_NAMES)
     assert [n.broadcast_input for n in neurons] == [True] + [False] * (len(neurons) - 1)
     assert not any(isinstance(m, torch.nn.ReLU) for m in snn.modules())
+
+
+def test_avg_pool_squeezenet_swaps_every_pool_in_place():
+    pooled = lambda net, kind: [n for n, m in net.named_modules() if isinstance(m, kind)]  # noqa: E731
+    for keep in (None, ["fire4", "fire6", "fire8", "fire9"]):  # all kept; pools stacked in the stem
+        mx = build_network(ModelConfig(keep=keep), SpikingConfig(), 10, 32)
+        av = build_network(ModelConfig(keep=keep, pool="avg"), SpikingConfig(), 10, 32)
+        assert pooled(av, torch.nn.AvgPool2d) == pooled(mx, torch.nn.MaxPool2d) != []
+        assert not pooled(av, torch.nn.MaxPool2d) and count_params(av) == count_params(mx)
+        assert av(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    # a window clipped at the border averages the cells inside the image, not zero padding
+    pool = build_network(ModelConfig(pool="avg"), SpikingConfig(), 10, 32).features.stem.pool
+    assert pool(torch.ones(1, 1, 32, 32)).eq(1).all()
+
+
+@pytest.mark.parametrize("mc,msg", [(ModelConfig(pool="min"), "unknown pool 'min'"),
+                                    (ModelConfig(name="mnasnet", pool="avg"), "has no pool option")])
+def test_bad_pool_options_are_refused(mc, msg):
+    with pytest.raises(FirecutError, match=msg):
+        build_network(mc, SpikingConfig(), 10, 32)
