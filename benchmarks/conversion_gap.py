@@ -36,7 +36,8 @@ from firecut.spiking import LIF, balance_thresholds
 
 
 def capture(model: torch.nn.Module, kinds: tuple, x: torch.Tensor, batch: int = 250):
-    """{module name: output summed... } -> (logits (N, K), {name: (N, C, ...) outputs})."""
+    """Runs `model` on x in batches: (logits (N, K), {name: per-batch outputs of each module of
+    `kinds`}), an SNN's as (T*b, C, ...) chunks."""
     outs: dict[str, list[torch.Tensor]] = {}
     hooks = [m.register_forward_hook(lambda mod, i, o, n=n: outs.setdefault(n, []).append(o.detach()))
              for n, m in model.named_modules() if isinstance(m, kinds)]
@@ -71,11 +72,10 @@ def gap(ckpt_path: str, dataset: str, timesteps: int, images: int) -> dict:
     snn_logits, spikes = capture(snn, (LIF,), x)
     layers = []
     for name, a in acts.items():
-        s = torch.cat(spikes["net." + name], 0)  # chunks of (T*b, ...) concatenated per batch
-        a = torch.cat(a, 0)
+        a = torch.cat(a, 0)  # (N, C, ...)
         per_batch = [c.view(timesteps, -1, *c.shape[1:]).mean(0) for c in spikes["net." + name]]
         r = torch.cat(per_batch, 0)  # (N, C, ...) rate x threshold
-        assert r.shape == a.shape and s.numel() == timesteps * a.numel()
+        assert r.shape == a.shape
         layers.append({"layer": name, "rel_err": float((r - a).norm() / a.norm().clamp_min(1e-12)),
                        "bias": float((r.sum() - a.sum()) / a.sum().clamp_min(1e-12)),
                        "cnn_mean": float(a.mean()), "snn_mean": float(r.mean())})
