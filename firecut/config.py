@@ -80,9 +80,6 @@ class TrainConfig:
     weight_decay: float = 5e-4  # on conv/linear weights only (not BN, biases, thresholds)
     label_smoothing: float = 0.1
     warmup_epochs: float = 1.0
-    freeze_bn: bool = False  # BN normalises with (and keeps) its running statistics while training;
-    # its affine weights still learn. For fine-tuning a converted SNN: batch statistics over T*B
-    # rows of spike-driven currents have a larger variance than the CNN's, and shrink every layer
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # bf16 autocast in training steps: CUDA, and CPUs with native bf16

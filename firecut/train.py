@@ -222,17 +222,8 @@ class _NoBar:
         pass
 
 
-def train_mode(model: nn.Module, freeze_bn: bool) -> None:
-    """model.train(); with `freeze_bn`, batch norm layers stay in eval mode (running statistics)."""
-    model.train()
-    if freeze_bn:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                m.eval()
-
-
 def train_epoch(model, loader, opt, sched, cfg: RunConfig, bar) -> dict[str, float]:
-    train_mode(model, cfg.train.freeze_bn)
+    model.train()
     device = loader.x.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
