@@ -86,14 +86,15 @@ def test_bad_input_is_one_line_and_exit_2(args, needles, tmp_path):
 
 
 def test_cpu_preset_end_to_end_on_real_cifar10(tmp_path):
-    # --preset cpu on a few hundred real images: the clip-quant, average-pool CNN at batch 128,
-    # converted to T=4 and fine-tuned at batch 64, trained channels_last (bf16 where the CPU has
-    # it); its figures are what `firecut evaluate` gives for the checkpoint (NCHW, fp32)
+    # --preset cpu on a few hundred real images: the clip-quant CNN at batch 128 (here with
+    # --pool avg, which the converted net keeps), converted to T=4 and fine-tuned at batch 64,
+    # trained channels_last (bf16 where the CPU has it); its figures are what `firecut evaluate`
+    # gives for the checkpoint (NCHW, fp32)
     import yaml
 
     data = shared_file("cifar10-sub.npz")
     common = ["--dataset", data, "--train-subset", 300, "--test-subset", 200, "--epochs", 1, "--quiet"]
-    cnn = run_cli("train", "--preset", "cpu", "--cnn", *common, "--out", tmp_path / "cnn")
+    cnn = run_cli("train", "--preset", "cpu", "--cnn", "--pool", "avg", *common, "--out", tmp_path / "cnn")
     assert cnn.returncode == 0, cnn.stderr
     c = json.loads(cnn.stdout)
     assert (c["act"], c["pool"], c["spiking"], c["mac"]) == ("clipq", "avg", False, 23_511_040)
