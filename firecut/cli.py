@@ -66,7 +66,7 @@ def train(
     lr: Optional[float] = typer.Option(None, help="Peak learning rate (cosine schedule)."),
     optimizer: Optional[str] = typer.Option(None, help="sgd | adamw."),
     act: Optional[str] = typer.Option(None, help="CNN activation: relu | relu6 | silu | hardswish | clipq."),
-    pool: Optional[str] = typer.Option(None, help="SqueezeNet's 3x3/2 pools: max (the paper's) | avg (linear, converts exactly) [default: max; preset cpu: avg]. A converted or pruned net keeps its parent's."),
+    pool: Optional[str] = typer.Option(None, help="SqueezeNet's 3x3/2 pools: max (the paper's; default) | avg (linear: adds no conversion error, but a weaker CNN). A converted or pruned net keeps its parent's."),
     beta: Optional[float] = typer.Option(None, help="LIF membrane decay per step [default: 1.0 (IF) when converting, 0.9 from scratch]."),
     surrogate: Optional[str] = typer.Option(None, help="Surrogate gradient: atan | fast_sigmoid | sigmoid [default: atan]."),
     reset: Optional[str] = typer.Option(None, help="LIF reset: subtract | zero | none [default: subtract]."),
