@@ -111,6 +111,11 @@ def lif_reference(xs: torch.Tensor, thr: torch.Tensor, beta: float, v_init: floa
     return s * thr if scale_output else s
 
 
+def is_channels_last(t: torch.Tensor) -> bool:
+    """Whether a 4-D tensor is stored NHWC (and not also NCHW, as a 1x1 or single-channel one is)."""
+    return t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+
+
 def _steps_like(step: torch.Tensor, steps: int) -> torch.Tensor:
     """An empty fp32 (steps, *step.shape) tensor whose every step has `step`'s memory layout.
 
@@ -119,8 +124,7 @@ def _steps_like(step: torch.Tensor, steps: int) -> torch.Tensor:
     came in: mixing layouts costs a strided copy per op, and BN's backward on a gradient in the
     other layout is ~6x slower on CPU.
     """
-    if step.dim() == 4 and not step.is_contiguous() and step.is_contiguous(
-            memory_format=torch.channels_last):
+    if is_channels_last(step):
         flat = torch.empty((steps * step.shape[0], *step.shape[1:]), dtype=torch.float32,
                            device=step.device, memory_format=torch.channels_last)
         return flat.view(steps, *step.shape)
@@ -325,7 +329,7 @@ class SpikingMaxPool2d(nn.Module):
                 ceil_mode=self.ceil_mode, return_indices=True)  # (B, C, H', W') flat H*W indices
             out.append(xs[t].flatten(2).gather(2, won.flatten(2)).view(won.shape))
         y = torch.cat(out)  # (T*B, C, H', W')
-        if not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        if is_channels_last(x):
             y = y.contiguous(memory_format=torch.channels_last)  # the layout it came in
         return y
 

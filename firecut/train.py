@@ -28,7 +28,7 @@ from firecut.errors import FirecutError
 from firecut.network import build_network, count_params, to_spiking
 from firecut.prune import inherit
 from firecut.runs import RunFolder
-from firecut.spiking import SpikingNet, balance_thresholds
+from firecut.spiking import SpikingNet, balance_thresholds, is_channels_last
 
 # ------------------------------------------------------------------------------ metrics
 
@@ -90,11 +90,10 @@ def train_autocast(device: torch.device, amp: bool):
 
 
 def memory_format_of(model: nn.Module) -> torch.memory_format:
-    """channels_last if the model's first 4-D weight is stored NHWC, else contiguous_format."""
-    w = next((p for p in model.parameters() if p.dim() == 4), None)
-    if w is not None and not w.is_contiguous() and w.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
+    """channels_last if the model's 4-D weights are stored NHWC, else contiguous_format (a 1x1
+    conv's weight is both, so any weight that tells decides)."""
+    nhwc = any(is_channels_last(p) for p in model.parameters())
+    return torch.channels_last if nhwc else torch.contiguous_format
 
 
 @contextmanager
