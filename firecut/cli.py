@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from firecut.config import PRESET_HELP
+from firecut.config import PRESET_HELP, ModelConfig, TrainConfig
 from firecut.errors import FirecutError
 
 app = typer.Typer(
@@ -26,6 +26,9 @@ app = typer.Typer(
     help="Spiking SqueezeNet: train CNNs and SNNs, prune Fire modules, count AC/MAC and energy.",
     epilog="Example: firecut train --preset quick --dataset cifar10 --cnn --out runs/cnn",
 )
+
+
+_TRAIN, _MODEL = TrainConfig(), ModelConfig()  # dataclass defaults, quoted in help texts
 
 
 class Device(str, Enum):
@@ -57,33 +60,33 @@ def _default_out(model: str, dataset: str, mode: str, timesteps: int, seed: int)
 def train(
     model: str = typer.Option("squeezenet", help="Registered model (see `firecut models`)."),
     dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | tinyimagenet | synthetic | PATH.npz"),
-    snn: Optional[bool] = typer.Option(None, "--snn/--cnn", help="Spiking net or CNN [default: SNN if --init is given, else CNN]."),
-    init: Optional[str] = typer.Option(None, help="CNN checkpoint to convert (threshold balancing) and fine-tune as an SNN."),
-    preset: Optional[str] = typer.Option(None, help=f"{PRESET_HELP}; flags given override it."),
-    epochs: Optional[int] = typer.Option(None, help="Training epochs."),
-    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: 4]."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per training step."),
-    lr: Optional[float] = typer.Option(None, help="Peak learning rate (cosine schedule)."),
-    optimizer: Optional[str] = typer.Option(None, help="sgd | adamw."),
-    act: Optional[str] = typer.Option(None, help="CNN activation: relu | relu6 | silu | hardswish | clipq."),
-    pool: Optional[str] = typer.Option(None, help="SqueezeNet's 3x3/2 pools: max (the paper's; default) | avg (linear: adds no conversion error, but a weaker CNN). A converted or pruned net keeps its parent's."),
-    beta: Optional[float] = typer.Option(None, help="LIF membrane decay per step [default: 1.0 (IF) when converting, 0.9 from scratch]."),
-    surrogate: Optional[str] = typer.Option(None, help="Surrogate gradient: atan | fast_sigmoid | sigmoid [default: atan]."),
-    reset: Optional[str] = typer.Option(None, help="LIF reset: subtract | zero | none [default: subtract]."),
-    keep: Optional[str] = typer.Option(None, help="Fire modules to keep, comma-separated (default: all)."),
-    parent: Optional[str] = typer.Option(None, help="Prune this trained checkpoint to --keep: inherit every tensor that fits, fine-tune."),
-    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images."),
-    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
-    data_root: Optional[str] = typer.Option(None, help="Download/cache folder [default: ~/.cache/firecut/data or $FIRECUT_DATA]."),
-    seed: Optional[int] = typer.Option(None, help="Random seed [default: 0]."),
-    device: Optional[Device] = typer.Option(None, help="Training device."),
-    energy_preset: Optional[str] = typer.Option(None, help="Energy per op preset [default: 45nm-fp32 (0.9/4.6 pJ)]."),
-    e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ)."),
-    e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ)."),
-    out: Optional[str] = typer.Option(None, help="Run folder [default: runs/MODEL-DATASET-MODE-s SEED]."),
+    snn: Optional[bool] = typer.Option(None, "--snn/--cnn", help="Spiking net or CNN \\[default: SNN if --init is given, else CNN]."),
+    init: Optional[str] = typer.Option(None, help="CNN checkpoint to convert (threshold balancing) and fine-tune as an SNN \\[default: none]."),
+    preset: Optional[str] = typer.Option(None, help=f"{PRESET_HELP}; flags given override it \\[default: none: the config defaults below]."),
+    epochs: Optional[int] = typer.Option(None, help=f"Training epochs \\[default: the preset's, else {_TRAIN.epochs}]."),
+    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T \\[default: 4]."),
+    batch_size: Optional[int] = typer.Option(None, help=f"Images per training step \\[default: the preset's, else {_TRAIN.batch_size}]."),
+    lr: Optional[float] = typer.Option(None, help=f"Peak learning rate (cosine schedule) \\[default: the preset's, else {_TRAIN.lr}]."),
+    optimizer: Optional[str] = typer.Option(None, help=f"sgd | adamw \\[default: {_TRAIN.optimizer}]."),
+    act: Optional[str] = typer.Option(None, help=f"CNN activation: relu | relu6 | silu | hardswish | clipq \\[default: the preset's, else {_MODEL.act}]."),
+    pool: Optional[str] = typer.Option(None, help="SqueezeNet's 3x3/2 pools: max (the paper's) | avg (linear: adds no conversion error, but a weaker CNN). A converted or pruned net keeps its parent's \\[default: max]."),
+    beta: Optional[float] = typer.Option(None, help="LIF membrane decay per step \\[default: 1.0 (IF) when converting, 0.9 from scratch]."),
+    surrogate: Optional[str] = typer.Option(None, help="Surrogate gradient: atan | fast_sigmoid | sigmoid \\[default: atan]."),
+    reset: Optional[str] = typer.Option(None, help="LIF reset: subtract | zero | none \\[default: subtract]."),
+    keep: Optional[str] = typer.Option(None, help="Fire modules to keep, comma-separated \\[default: all]."),
+    parent: Optional[str] = typer.Option(None, help="Prune this trained checkpoint to --keep: inherit every tensor that fits, fine-tune \\[default: none]."),
+    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images \\[default: all]."),
+    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images \\[default: all]."),
+    data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
+    seed: Optional[int] = typer.Option(None, help="Random seed \\[default: 0]."),
+    device: Optional[Device] = typer.Option(None, help="Training device \\[default: auto]."),
+    energy_preset: Optional[str] = typer.Option(None, help="Energy per op preset \\[default: 45nm-fp32 (0.9/4.6 pJ)]."),
+    e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
+    e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
+    out: Optional[str] = typer.Option(None, help="Run folder \\[default: runs/MODEL-DATASET-MODE-s SEED]."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Resume the run in --out (default), or discard it and start over."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
-    compile: bool = typer.Option(False, "--compile", help="Train through torch.compile (worth it on CUDA; the first steps compile)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar \\[default: a bar on stderr]."),
+    compile: bool = typer.Option(False, "--compile", help="Train through torch.compile (worth it on CUDA; the first steps compile) \\[default: eager]."),
 ):
     """Train one CNN or SNN, evaluate it on the test split and count its AC/MAC/energy.
 
@@ -182,14 +185,14 @@ def _print_json(d) -> None:
 def evaluate(
     checkpoint: str = typer.Argument(..., help="A best.pt/last.pt written by `firecut train`."),
     dataset: str = typer.Option(..., help="Dataset whose test split to evaluate on."),
-    timesteps: Optional[int] = typer.Option(None, help="Run the SNN for T steps [default: as trained]."),
-    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
+    timesteps: Optional[int] = typer.Option(None, help="Run the SNN for T steps \\[default: as trained]."),
+    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images \\[default: all]."),
     batch_size: int = typer.Option(256, help="Images per evaluation step."),
-    data_root: Optional[str] = typer.Option(None, help="Download/cache folder."),
+    data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
     device: Device = typer.Option(Device.auto, help="Evaluation device."),
     energy_preset: str = typer.Option("45nm-fp32", help="Energy per op preset."),
-    e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ)."),
-    e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ)."),
+    e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
+    e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
 ):
     """Evaluate a checkpoint on a test split; print the summary.json layout to stdout."""
     from firecut.config import default_data_root
@@ -229,20 +232,20 @@ def models(
 def ablate(
     dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | tinyimagenet | PATH.npz"),
     schedules: str = typer.Option("paper.yaml", help="Schedule file (a bare name: a shipped one; see `firecut schedules list`)."),
-    base: Optional[str] = typer.Option(None, help="A trained unpruned SNN checkpoint [default: train one here]."),
+    base: Optional[str] = typer.Option(None, help="A trained unpruned SNN checkpoint \\[default: train one here]."),
     seeds: int = typer.Option(1, help="Fine-tunes per schedule (mean ± std in the table)."),
-    epochs: Optional[int] = typer.Option(None, help="CNN epochs: the base's, or each schedule's with --retrain recipe (the SNN's with scratch)."),
-    finetune_epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs per schedule (and for the base SNN)."),
+    epochs: Optional[int] = typer.Option(None, help="CNN epochs: the base's, or each schedule's with --retrain recipe (the SNN's with scratch) \\[default: the preset's]."),
+    finetune_epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs per schedule (and for the base SNN) \\[default: the preset's]."),
     retrain: str = typer.Option("finetune", help="How each schedule is re-trained: finetune (prune the base SNN, fine-tune) | recipe (its own CNN, converted, fine-tuned) | scratch (an SNN from scratch)."),
     from_scratch: bool = typer.Option(False, "--from-scratch", hidden=True, help="Old spelling of --retrain scratch."),
-    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: the preset's]."),
+    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T \\[default: the preset's]."),
     preset: str = typer.Option("quick", help=f"{PRESET_HELP}."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per training step."),
-    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images."),
-    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
-    data_root: Optional[str] = typer.Option(None, help="Download/cache folder."),
-    device: Device = typer.Option(Device.auto, help="Training device."),
-    out: Optional[str] = typer.Option(None, help="Output folder [default: runs/ablate-DATASET]."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per training step \\[default: the preset's]."),
+    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images \\[default: all]."),
+    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images \\[default: all]."),
+    data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
+    device: Device = typer.Option(Device.auto, help="Training device \\[default: auto]."),
+    out: Optional[str] = typer.Option(None, help="Output folder \\[default: runs/ablate-DATASET]."),
 ):
     """The Fire-module ablation (Table 3): re-train each schedule (--retrain), evaluate, count.
 
@@ -277,30 +280,30 @@ def search(
     trials: int = typer.Option(50, help="optuna: masks to train in the study, all workers together; re-running continues to this total."),
     objective: SearchObjective = typer.Option(SearchObjective.pareto, help="pareto: NSGA-II on (acc, energy) | scalar: TPE on acc - lambda x relative energy."),
     lam: float = typer.Option(0.2, "--lambda", help="scalar: accuracy given up per unit of energy relative to the base."),
-    max_energy_mj: Optional[float] = typer.Option(None, help="best.pt: the most accurate mask at or under this energy per image [default: the front's knee]."),
-    base: Optional[str] = typer.Option(None, help="A trained unpruned SNN checkpoint [default: train one in OUT]. Give the same file to every worker."),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage: sqlite:///F, postgresql://U:P@H/DB, mysql://..., journal:FILE [default: sqlite:///OUT/study.db]."),
+    max_energy_mj: Optional[float] = typer.Option(None, help="best.pt: the most accurate mask at or under this energy per image \\[default: the front's knee]."),
+    base: Optional[str] = typer.Option(None, help="A trained unpruned SNN checkpoint \\[default: train one in OUT]. Give the same file to every worker."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage: sqlite:///F, postgresql://U:P@H/DB, mysql://..., journal:FILE \\[default: sqlite:///OUT/study.db]."),
     study: str = typer.Option("firecut-search", help="Study name within the storage."),
     seed: int = typer.Option(0, help="Sampler seed and every mask's fine-tuning seed."),
     preset: str = typer.Option("quick", help=f"{PRESET_HELP}."),
-    epochs: Optional[int] = typer.Option(None, help="Base CNN epochs (when the base is trained here)."),
-    finetune_epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs per mask (and for the base SNN)."),
-    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: the preset's]."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per training step."),
-    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images."),
-    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
+    epochs: Optional[int] = typer.Option(None, help="Base CNN epochs (when the base is trained here) \\[default: the preset's]."),
+    finetune_epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs per mask (and for the base SNN) \\[default: the preset's]."),
+    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T \\[default: the preset's]."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per training step \\[default: the preset's]."),
+    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images \\[default: all]."),
+    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images \\[default: all]."),
     strategy: str = typer.Option("optuna", help="optuna: train each proposed mask | supernet: one weight-sharing training ranks all 256 masks, then fine-tune the top K."),
     top_k: int = typer.Option(5, help="supernet: masks fine-tuned after the ranking."),
     supernet_epochs: int = typer.Option(2, help="supernet: epochs of weight-sharing training (one mask's path per step)."),
     supernet_lr: float = typer.Option(0.02, help="supernet: peak learning rate of the re-made and skip branches."),
-    shared_lr: Optional[float] = typer.Option(None, help="supernet: peak learning rate of the base's own tensors; 0 freezes them [default: the fine-tune's rate]."),
+    shared_lr: Optional[float] = typer.Option(None, help="supernet: peak learning rate of the base's own tensors; 0 freezes them \\[default: the fine-tune's rate]."),
     score_images: int = typer.Option(1000, help="supernet: training images held out to score the masks on."),
     saliency_masks: int = typer.Option(3, help="Seed masks from the base's saliency ranking (drop the 1..K least salient modules)."),
     width: float = typer.Option(1.0, hidden=True, help="Channel width multiplier (tests)."),
     settle_s: float = typer.Option(1.0, hidden=True, help="Seconds between claiming a mask and checking for rivals."),
-    data_root: Optional[str] = typer.Option(None, help="Download/cache folder."),
-    device: Device = typer.Option(Device.auto, help="Training device."),
-    out: Optional[str] = typer.Option(None, help="Output folder [default: runs/search-DATASET]."),
+    data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
+    device: Device = typer.Option(Device.auto, help="Training device \\[default: auto]."),
+    out: Optional[str] = typer.Option(None, help="Output folder \\[default: runs/search-DATASET]."),
 ):
     """Search keep masks over fire2..fire9 with Optuna; write the Pareto front and best.pt.
 
@@ -343,16 +346,16 @@ def benchmark(
     models: str = typer.Option("all", help="all (the paper's six) or a comma list of registered models (see `firecut models`)."),
     seeds: int = typer.Option(1, help="CNN + SNN trainings per model (mean ± std in the tables)."),
     preset: str = typer.Option("quick", help=f"{PRESET_HELP}."),
-    epochs: Optional[int] = typer.Option(None, help="CNN epochs [default: the preset's]."),
-    finetune_epochs: Optional[int] = typer.Option(None, help="SNN fine-tuning epochs [default: the preset's]."),
-    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T [default: the preset's]."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per training step."),
-    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images."),
-    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images."),
+    epochs: Optional[int] = typer.Option(None, help="CNN epochs \\[default: the preset's]."),
+    finetune_epochs: Optional[int] = typer.Option(None, help="SNN fine-tuning epochs \\[default: the preset's]."),
+    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T \\[default: the preset's]."),
+    batch_size: Optional[int] = typer.Option(None, help="Images per training step \\[default: the preset's]."),
+    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images \\[default: all]."),
+    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images \\[default: all]."),
     width: float = typer.Option(1.0, hidden=True, help="Channel width multiplier of every model (tests)."),
-    data_root: Optional[str] = typer.Option(None, help="Download/cache folder."),
-    device: Device = typer.Option(Device.auto, help="Training device."),
-    out: Optional[str] = typer.Option(None, help="Output folder [default: runs/benchmark-DATASET]."),
+    data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
+    device: Device = typer.Option(Device.auto, help="Training device \\[default: auto]."),
+    out: Optional[str] = typer.Option(None, help="Output folder \\[default: runs/benchmark-DATASET]."),
 ):
     """Tables 1 and 2: train each model as a CNN and as its spiking twin with one shared recipe.
 
@@ -379,7 +382,7 @@ def benchmark(
 @app.command(epilog="Example: firecut report runs/benchmark-cifar10 runs/benchmark-cifar100 runs/ablate-cifar10")
 def report(
     folders: list[str] = typer.Argument(..., help="Benchmark or ablation output folders."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Also write the table to this Markdown file."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Also write the table to this Markdown file \\[default: print only]."),
 ):
     """One Table 1 from several benchmark/ablation runs (e.g. one per dataset), in the order given."""
     from firecut.report import merged_table1
@@ -398,9 +401,9 @@ def saliency(
     dataset: str = typer.Option(..., help="Dataset whose training split to use."),
     batches: int = typer.Option(8, help="Training batches to average |dL/dg| over."),
     batch_size: int = typer.Option(128, help="Images per batch."),
-    data_root: Optional[str] = typer.Option(None, help="Download/cache folder."),
+    data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
     device: Device = typer.Option(Device.auto, help="Device."),
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="JSON path [default: saliency.json beside the checkpoint]."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="JSON path \\[default: saliency.json beside the checkpoint]."),
 ):
     """Rank Fire modules by saliency (mean |dL/dg| of a gate on each module's output).
 
@@ -442,7 +445,7 @@ def _schedule_files(file: Optional[str]):
 
 
 @schedules_app.command("list", epilog="Example: firecut schedules list --file schedules/paper.yaml")
-def schedules_list(file: Optional[str] = typer.Option(None, "--file", "-f", help="A schedule file [default: the shipped ones].")):
+def schedules_list(file: Optional[str] = typer.Option(None, "--file", "-f", help="A schedule file \\[default: the shipped ones].")):
     """List schedules with their keep pattern (✓ kept, – dropped) over fire2..fire9."""
     from firecut.schedules import load_schedules
 
@@ -455,7 +458,7 @@ def schedules_list(file: Optional[str] = typer.Option(None, "--file", "-f", help
 
 @schedules_app.command("show", epilog="Example: firecut schedules show Ref-1")
 def schedules_show(name: str = typer.Argument(..., help="Schedule name."),
-                   file: Optional[str] = typer.Option(None, "--file", "-f", help="A schedule file [default: the shipped ones].")):
+                   file: Optional[str] = typer.Option(None, "--file", "-f", help="A schedule file \\[default: the shipped ones].")):
     """Print one schedule as YAML (kept and dropped modules)."""
     from firecut.schedules import dump_schedules, load_schedules
 
@@ -483,10 +486,10 @@ def schedules_generate(
     drop: int = typer.Option(1, help="head/tail: how many consecutive modules to drop."),
     offset: int = typer.Option(0, help="head/tail: modules left between the dropped run and the classifier (head) or stem (tail)."),
     parity: str = typer.Option("even", help="alt: keep the even (F2 F4 F6 F8) or odd modules."),
-    from_: Optional[str] = typer.Option(None, "--from", help="ref: a saliency JSON (`firecut saliency`, or {module: score})."),
+    from_: Optional[str] = typer.Option(None, "--from", help="ref: a saliency JSON (`firecut saliency`, or {module: score}) \\[default: none; ref needs it]."),
     keep: int = typer.Option(4, help="ref: how many of the most salient modules to keep."),
-    name: Optional[str] = typer.Option(None, help="Name of the generated schedule [default: the rule's]."),
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="Append to this YAML file instead of printing."),
+    name: Optional[str] = typer.Option(None, help="Name of the generated schedule \\[default: the rule's]."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Append to this YAML file \\[default: print to stdout]."),
 ):
     """Generate a schedule by a documented rule and print it as YAML."""
     from firecut import schedules as S
@@ -534,9 +537,9 @@ def _read_scores(path: str) -> dict[str, float]:
 def export(
     checkpoint: str = typer.Argument(..., help="A best.pt/last.pt written by `firecut train`."),
     fmt: str = typer.Option("pt", "--format", "-f", help="pt (the firecut model, for firecut.load) | torchscript | onnx (T steps unrolled, BN folded)."),
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="Artifact path (default: beside the checkpoint, STEM.export.pt, STEM.torchscript.pt or STEM.onnx)."),
-    dataset: Optional[str] = typer.Option(None, help="Dataset whose test images to verify on (default: the one recorded in the checkpoint)."),
-    data_root: Optional[str] = typer.Option(None, "--data-root", "--root", help="Download/cache folder (default: the checkpoint's)."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Artifact path \\[default: beside the checkpoint: STEM.export.pt, STEM.torchscript.pt or STEM.onnx]."),
+    dataset: Optional[str] = typer.Option(None, help="Dataset whose test images to verify on \\[default: the one recorded in the checkpoint]."),
+    data_root: Optional[str] = typer.Option(None, "--data-root", "--root", help="Download/cache folder \\[default: the checkpoint's, else $FIRECUT_DATA or ~/.cache/firecut/data]."),
     images: int = typer.Option(1000, help="Test images (class-balanced) the export is verified on."),
 ):
     """Export a checkpoint as pt, TorchScript or ONNX, verified before it is written.

@@ -29,6 +29,32 @@ def test_every_command_has_help_ending_with_an_example(command):
     assert "Example: firecut " + command in " ".join(proc.stdout.split())
 
 
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_option_shows_its_default(command):
+    """Rich reads '[default: ...]' inside a help text as markup and drops it; every visible option's
+    row must still end with its default (Typer's own, or one the help text spells out)."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from firecut.cli import app
+
+    cmd = typer.main.get_command(app)
+    for part in command.split():
+        cmd = cmd.commands[part]
+    out = CliRunner().invoke(app, [*command.split(), "--help"], env={"COLUMNS": "400"}).output
+    rows = [line for line in out.splitlines() if re.match(r"│\s+(\*\s+)?-", line)]
+    options = [p for p in cmd.params if p.param_type_name == "option" and p.name != "help" and not p.hidden]
+    for p in options:
+        names = "|".join(re.escape(o) for o in p.opts + p.secondary_opts)
+        row = [r for r in rows if re.match(rf"│\s+(\*\s+)?(\S+\s+)*?({names})[\s,]", r)]
+        assert row, f"{command}: no help row for {p.opts}"
+        assert "[default: " in row[0] or "[required]" in row[0], f"{command} {p.opts[0]}: {row[0].strip()}"
+        assert not re.search(r"\s\.\s*│?$", row[0]), f"{command} {p.opts[0]} lost text: {row[0].strip()}"
+
+
 @pytest.mark.parametrize("command, config, shared", [
     ("search", "firecut.search:SearchConfig", {"supernet_epochs", "score_images", "top_k", "trials"}),
     ("ablate", "firecut.ablate:AblateConfig", {"seeds", "preset"}),
