@@ -27,7 +27,6 @@ import yaml
 from firecut.errors import FirecutError
 
 FIRE_NAMES: tuple[str, ...] = tuple(f"fire{i}" for i in range(2, 10))  # = models.squeezenet
-SHIPPED_DIR = Path(__file__).resolve().parents[1] / "schedules"
 
 
 @dataclass(frozen=True)
@@ -103,7 +102,7 @@ def parse_schedules(data: Any, source: str = "<schedules>") -> list[Schedule]:
 def load_schedules(path: str | Path) -> list[Schedule]:
     path = Path(path)
     if not path.is_file():
-        shipped = SHIPPED_DIR / path.name
+        shipped = shipped_dir() / path.name
         if not path.parent.parts and shipped.is_file():  # a bare name: a shipped file
             path = shipped
         else:
@@ -125,8 +124,16 @@ def dump_schedules(schedules: Iterable[Schedule]) -> str:
                           default_flow_style=None, allow_unicode=True)
 
 
+def shipped_dir() -> Path:
+    """The installed package's own schedule files (package data; the checkout's top-level
+    schedules/ is a link to the same folder)."""
+    from importlib.resources import files
+
+    return Path(str(files("firecut"))) / "schedule_files"
+
+
 def shipped_files() -> list[Path]:
-    return sorted(SHIPPED_DIR.glob("*.yaml"))
+    return sorted(shipped_dir().glob("*.yaml"))
 
 
 # ------------------------------------------------------------------------------ generators

@@ -2,6 +2,12 @@
 schedule built with the parameter count the re-wiring rule predicts."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
@@ -150,3 +156,30 @@ def test_cli_schedule_errors_are_one_line(tmp_path):
     (tmp_path / "s.json").write_text("[1, 2]")
     assert_user_error(run_cli("schedules", "generate", "--family", "ref", "--from", tmp_path / "s.json"),
                       "expected saliency scores")
+
+
+def test_a_wheel_ships_the_schedules_and_finds_them_in_itself(tmp_path):
+    """A non-editable install has the shipped schedules, found through the installed package."""
+    root = Path(__file__).resolve().parents[1]
+    src = tmp_path / "src"  # a copy: the build must not write into the checkout
+    shutil.copytree(root / "firecut", src / "firecut", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, src / name)
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    str(src), "-w", str(tmp_path / "wheels")], check=True, capture_output=True)
+    wheel = next((tmp_path / "wheels").glob("firecut-*.whl"))
+    assert "firecut/schedule_files/paper.yaml" in zipfile.ZipFile(wheel).namelist()
+    site = tmp_path / "site"
+    zipfile.ZipFile(wheel).extractall(site)  # what pip does with a pure-Python wheel
+    code = ("import firecut.schedules as S; print(S.shipped_dir()); "
+            "print(len(S.load_schedules('paper.yaml')))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(site)}, check=True)
+    where, count = proc.stdout.split()
+    assert Path(where).resolve().is_relative_to(site.resolve())  # not the checkout's folder
+    assert int(count) == len(TABLE_3)
+
+
+def test_the_top_level_schedules_folder_is_the_shipped_one():
+    root = Path(__file__).resolve().parents[1]
+    assert (root / "schedules").resolve() == S.shipped_dir().resolve()
