@@ -30,7 +30,7 @@ from typing import Any, Callable
 from firecut.config import ModelConfig, SpikingConfig, child_of, validate
 from firecut.errors import FirecutError
 from firecut.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings, step_config
-from firecut.runs import atomic_write_text
+from firecut.io import atomic_write_text
 from firecut.tables import METRICS, mean_pm, seed_stats
 from firecut.schedules import FIRE_NAMES, Schedule, load_schedules
 

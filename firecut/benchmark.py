@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from firecut.errors import FirecutError
 from firecut.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings
-from firecut.runs import atomic_write_text
+from firecut.io import atomic_write_text
 from firecut.tables import METRICS, mean_pm, seed_stats
 
 BENCHMARK_MODELS = ("shufflenetv2", "xception", "mnasnet", "mixnet_s", "squeezenet", "squeezenet_p")

@@ -19,7 +19,7 @@ import firecut
 from firecut.config import ModelConfig, SpikingConfig
 from firecut.errors import FirecutError
 from firecut.network import build_network
-from firecut.runs import atomic_write_bytes
+from firecut.io import atomic_write_bytes
 
 FORMAT = "firecut-checkpoint"
 FORMAT_VERSION = 1

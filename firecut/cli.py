@@ -386,7 +386,7 @@ def report(
 ):
     """One Table 1 from several benchmark/ablation runs (e.g. one per dataset), in the order given."""
     from firecut.report import merged_table1
-    from firecut.runs import atomic_write_text
+    from firecut.io import atomic_write_text
 
     table = merged_table1(folders)
     if out:
@@ -411,7 +411,7 @@ def saliency(
     correlation between the two. Feed the JSON to `firecut schedules generate --family ref`.
     """
     from firecut.config import default_data_root
-    from firecut.runs import atomic_write_text
+    from firecut.io import atomic_write_text
     from firecut.saliency import format_ranking, saliency_of_checkpoint
 
     result = saliency_of_checkpoint(checkpoint, dataset, data_root or default_data_root(),
@@ -510,7 +510,9 @@ def schedules_generate(
     if output:
         existing = S.load_schedules(output) if Path(output).is_file() else []
         S.parse_schedules([x.to_dict() for x in existing + [sc]], output)  # refuses duplicates
-        Path(output).write_text(S.dump_schedules(existing + [sc]))
+        from firecut.io import atomic_write_text
+
+        atomic_write_text(output, S.dump_schedules(existing + [sc]))  # a failed write keeps the old file
         print(f"appended '{sc.name}' to {output}", file=sys.stderr)
     else:
         sys.stdout.write(text)
@@ -587,6 +589,14 @@ def main() -> None:
         app(standalone_mode=True)
     except FirecutError as e:
         print(f"firecut: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except (OSError, RuntimeError) as e:  # a write the library did not make atomically
+        from firecut.errors import disk_full_error, is_disk_full
+
+        if not is_disk_full(e):
+            raise
+        where = getattr(e, "filename", None) or "a file firecut was writing"
+        print(f"firecut: error: {disk_full_error(where)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # outside a command (typer turns one inside into exit 130)
         print("firecut: interrupted", file=sys.stderr)

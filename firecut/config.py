@@ -214,7 +214,9 @@ def validate(cfg: RunConfig) -> RunConfig:
 
 
 def save_yaml(cfg: RunConfig, path: Path) -> None:
-    Path(path).write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    from firecut.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
 
 
 def load_yaml(path: Path) -> RunConfig:

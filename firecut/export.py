@@ -26,7 +26,7 @@ from firecut.checkpoint import load_checkpoint, model_from_checkpoint, require_f
 from firecut.config import default_data_root
 from firecut.data import DeviceLoader, load_data
 from firecut.errors import FirecutError
-from firecut.runs import atomic_write_bytes
+from firecut.io import atomic_write_bytes
 from firecut.spiking import SpikingNet
 from firecut.train import model_keep
 from firecut.unrolled import unroll

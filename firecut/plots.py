@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from firecut.runs import atomic_write_bytes
+from firecut.io import atomic_write_bytes
 
 
 def tradeoff_axes() -> tuple[Any, Any]:

@@ -17,7 +17,7 @@ import yaml
 
 from firecut.config import PRESETS, ModelConfig, RunConfig, apply_preset, validate
 from firecut.errors import FirecutError
-from firecut.runs import atomic_write_text
+from firecut.io import atomic_write_text
 
 
 def check_preset(preset: str | None) -> None:

@@ -12,19 +12,20 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import platform
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import yaml
 
 import firecut
-from firecut.config import RunConfig, save_yaml
+from firecut.config import RunConfig
 from firecut.errors import FirecutError
+from firecut.io import atomic_write_text
 
 IGNORED_ON_RESUME = {("train", "device")}  # may change between a run and its resumption
 
@@ -32,30 +33,6 @@ IGNORED_ON_RESUME = {("train", "device")}  # may change between a run and its re
 def _comparable(d: dict[str, Any]) -> dict[str, Any]:
     return {s: {k: v for k, v in sec.items() if (s, k) not in IGNORED_ON_RESUME}
             for s, sec in d.items()}
-
-
-def atomic_write_bytes(path: str | os.PathLike, writer: Callable[[BinaryIO], Any]) -> None:
-    """Calls writer(file) on a temp file in the same folder, then renames it over `path`: a
-    reader sees the old file or the whole new one, never a part."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; these are ordinary files
-    try:
-        with os.fdopen(fd, "wb") as f:
-            writer(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 class RunFolder:
@@ -94,21 +71,24 @@ class RunFolder:
             for name in ("summary.json", "metrics.csv", "last.pt", "best.pt"):
                 if self.file(name).exists():
                     self.file(name).unlink()
-        save_yaml(cfg, cfg_file)
-        self.file("command.txt").write_text(" ".join(["firecut"] + sys.argv[1:]) + "\n")
-        self.file("env.json").write_text(json.dumps(environment(), indent=2) + "\n")
+        atomic_write_text(cfg_file, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        atomic_write_text(self.file("command.txt"), " ".join(["firecut"] + sys.argv[1:]) + "\n")
+        atomic_write_text(self.file("env.json"), json.dumps(environment(), indent=2) + "\n")
         if self.file("metrics.csv").exists():
             self.file("metrics.csv").unlink()
         return "new"
 
     def log_epoch(self, row: dict[str, Any]) -> None:
+        """Appends one row; the file is rewritten atomically, so a failed write (a full disk)
+        leaves the rows before it whole."""
         f = self.file("metrics.csv")
-        new = not f.exists()
-        with f.open("a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
+        old = f.read_text() if f.exists() else ""
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=list(row))
+        if not old:
+            w.writeheader()
+        w.writerow(row)
+        atomic_write_text(f, old + buf.getvalue())
 
     def truncate_log(self, epochs: int) -> None:
         """Keeps the first `epochs` rows (an epoch logged after the last checkpoint is redone)."""

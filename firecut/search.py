@@ -29,7 +29,7 @@ from firecut.ablate import AblateConfig, check_base, train_base
 from firecut.errors import FirecutError
 from firecut.masks import ALL_MASKS, bits_of
 from firecut.recipe import check_preset, check_step_counts
-from firecut.runs import atomic_write_text
+from firecut.io import atomic_write_text
 from firecut.schedules import load_schedules
 from firecut.storage import check_url, default_url, open_storage, redact, storage_errors
 

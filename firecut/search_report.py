@@ -19,7 +19,7 @@ from typing import Any
 from firecut.ablate import dominates, pareto_front
 from firecut.errors import FirecutError
 from firecut.masks import keep_of
-from firecut.runs import atomic_write_text
+from firecut.io import atomic_write_text
 from firecut.schedules import FIRE_NAMES
 from firecut.storage import redact, storage_errors
 

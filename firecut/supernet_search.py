@@ -40,7 +40,7 @@ from firecut.ablate import pareto_front, run_schedule
 from firecut.errors import FirecutError
 from firecut.masks import ALL_MASKS, keep_of, pattern
 from firecut.recipe import pin_settings, step_config
-from firecut.runs import atomic_write_bytes, atomic_write_text
+from firecut.io import atomic_write_bytes, atomic_write_text
 from firecut.schedules import FIRE_NAMES, Schedule
 
 SCORE_BATCH = 500  # held-out images per walk (batch norm's statistics come from each batch)

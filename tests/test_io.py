@@ -1,0 +1,122 @@
+"""A full disk: every file firecut writes is whole or untouched, the user reads one line, and the
+same command resumes once space is free."""
+
+import errno
+import io
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from firecut.errors import FirecutError
+from firecut.io import atomic_write_bytes, atomic_write_text
+
+from conftest import REPO, assert_user_error
+
+
+def enospc():
+    return OSError(errno.ENOSPC, "No space left on device")
+
+
+class FillsUp(io.RawIOBase):
+    """A file that takes `room` bytes, then reports a full disk."""
+
+    def __init__(self, inner, room: int):
+        self.inner, self.room = inner, room
+
+    def writable(self):
+        return True
+
+    def write(self, b):
+        if len(b) > self.room:
+            raise enospc()
+        self.room -= len(b)
+        return self.inner.write(b)
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "table.md"
+    atomic_write_text(path, "old, whole\n")
+    with pytest.raises(FirecutError, match="no space left on the device holding .*re-run the same command"):
+        atomic_write_bytes(path, lambda f: FillsUp(f, 3).write(b"new and longer"))
+    assert path.read_text() == "old, whole\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["table.md"]
+
+
+def test_torch_save_reporting_a_full_disk_as_runtime_error_is_recognised(tmp_path):
+    """torch.save raises RuntimeError('unexpected pos ...') with the OSError as its context."""
+    with pytest.raises(FirecutError, match="no space left"):
+        atomic_write_bytes(tmp_path / "last.pt", lambda f: torch.save({"w": torch.zeros(10_000)},
+                                                                      FillsUp(f, 1000)))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_another_failed_write_is_not_called_a_full_disk(tmp_path):
+    def fails(f):
+        raise OSError(errno.EIO, "I/O error")
+
+    with pytest.raises(OSError, match="I/O error"):
+        atomic_write_bytes(tmp_path / "x", fails)
+
+
+# A subprocess whose writes into files whose path contains FULL fail with ENOSPC (Linux: the path
+# of an open descriptor is read from /proc), then runs the CLI's main.
+FULL_DISK = """
+import errno, io, os, sys
+FULL = sys.argv.pop(1)
+real_fdopen = os.fdopen
+class Full(io.BufferedWriter):
+    def write(self, b):
+        raise OSError(errno.ENOSPC, "No space left on device")
+def fdopen(fd, mode="r", *a, **k):
+    if "w" in mode and FULL in os.readlink(f"/proc/self/fd/{fd}"):
+        return Full(io.FileIO(fd, "w"))
+    return real_fdopen(fd, mode, *a, **k)
+os.fdopen = fdopen
+real_open = io.open
+def open_(file, mode="r", *a, **k):
+    if "w" in mode and FULL in str(file):
+        raise OSError(errno.ENOSPC, "No space left on device", str(file))
+    return real_open(file, mode, *a, **k)
+io.open = open_
+import builtins; builtins.open = open_
+from firecut.cli import main
+sys.argv[0] = "firecut"
+main()
+"""
+
+
+def run_with_full_disk(full: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", FULL_DISK, full, *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=600)
+
+
+needs_proc = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/fd")
+
+
+@needs_proc
+def test_schedules_generate_on_a_full_disk_keeps_the_users_file(tmp_path):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("- name: Mine\n  keep: [fire2, fire3]\n")
+    proc = run_with_full_disk("mine.yaml", "schedules", "generate", "--family", "head", "-o", str(mine))
+    assert_user_error(proc, "no space left", str(tmp_path))
+    assert mine.read_text() == "- name: Mine\n  keep: [fire2, fire3]\n"  # not truncated
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.yaml"]
+
+
+@needs_proc
+def test_training_on_a_full_disk_stops_in_one_line_and_the_same_command_resumes(tmp_path):
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "synthetic", "--cnn", "--epochs", "2", "--batch-size", "128",
+            "--device", "cpu", "--quiet", "--out", str(out)]
+    proc = run_with_full_disk("best.pt", *args)  # the first checkpoint of the first epoch
+    assert_user_error(proc, "no space left", "re-run the same command")
+    left = {p.name for p in out.iterdir()}
+    assert "summary.json" not in left and "best.pt" not in left
+    assert not [n for n in left if n.endswith(".tmp")]
+    again = subprocess.run([sys.executable, "-m", "firecut", *args], cwd=REPO, capture_output=True,
+                           text=True, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert (out / "summary.json").is_file()
+    assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 2
