@@ -282,7 +282,7 @@ def search(
     lam: float = typer.Option(0.2, "--lambda", help="scalar: accuracy given up per unit of energy relative to the base."),
     max_energy_mj: Optional[float] = typer.Option(None, help="best.pt: the most accurate mask at or under this energy per image \\[default: the front's knee]."),
     base: Optional[str] = typer.Option(None, help="A trained unpruned SNN checkpoint \\[default: train one in OUT]. Give the same file to every worker."),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage: sqlite:///F, postgresql://U:P@H/DB, mysql://..., journal:FILE \\[default: sqlite:///OUT/study.db]."),
+    storage: Optional[str] = typer.Option(None, envvar="FIRECUT_STORAGE", show_envvar=True, help="Optuna storage (keep a password off the command line: set $FIRECUT_STORAGE): sqlite:///F, postgresql://U:P@H/DB, mysql://..., journal:FILE \\[default: sqlite:///OUT/study.db]."),
     study: str = typer.Option("firecut-search", help="Study name within the storage."),
     seed: int = typer.Option(0, help="Sampler seed and every mask's fine-tuning seed."),
     preset: str = typer.Option("quick", help=f"{PRESET_HELP}."),

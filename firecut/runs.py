@@ -26,6 +26,7 @@ import firecut
 from firecut.config import RunConfig
 from firecut.errors import FirecutError
 from firecut.io import atomic_write_text
+from firecut.storage import redact_argv
 
 IGNORED_ON_RESUME = {("train", "device")}  # may change between a run and its resumption
 
@@ -72,7 +73,7 @@ class RunFolder:
                 if self.file(name).exists():
                     self.file(name).unlink()
         atomic_write_text(cfg_file, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        atomic_write_text(self.file("command.txt"), " ".join(["firecut"] + sys.argv[1:]) + "\n")
+        atomic_write_text(self.file("command.txt"), " ".join(["firecut"] + redact_argv(sys.argv[1:])) + "\n")
         atomic_write_text(self.file("env.json"), json.dumps(environment(), indent=2) + "\n")
         if self.file("metrics.csv").exists():
             self.file("metrics.csv").unlink()

@@ -25,9 +25,27 @@ RDB_SCHEMES = ("sqlite", "postgresql", "postgres", "mysql")
 SCHEMES_HELP = "sqlite:///FILE, postgresql://USER:PASS@HOST/DB, mysql://USER:PASS@HOST/DB or journal:FILE"
 
 
+PASSWORD_KEYS = {"password", "passwd", "pwd"}  # query parameters some drivers take a password from
+
+
 def redact(url: str) -> str:
-    """The URL with any password replaced by ***, for messages."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+    """The URL with its password hidden (USER:***@; a ?password=... parameter dropped), for
+    messages and files. Database URLs are parsed as SQLAlchemy parses them; anything else (journal:FILE, a
+    token of a command line) has a USER:PASS@ part masked by pattern."""
+    try:
+        from sqlalchemy.engine import make_url
+
+        u = make_url(url)
+    except Exception:  # sqlalchemy.exc.ArgumentError: not a database URL
+        url = re.sub(r"(://[^/@]*:)[^@/]*@", r"\1***@", url)
+        return re.sub(r"([?&](?:password|passwd|pwd)=)[^&\s]*", r"\1***", url, flags=re.I)
+    secret = [k for k in u.query if k.lower() in PASSWORD_KEYS]
+    return u.difference_update_query(secret).render_as_string(hide_password=True)
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """A command line safe to write to a file: every URL-looking argument redacted."""
+    return [redact(a) if "://" in a else a for a in argv]
 
 
 def default_url(out: str | Path) -> str:
