@@ -81,8 +81,7 @@ def check_values(ac: AblateConfig) -> None:
 
 def check_settings(ac: AblateConfig, out: Path) -> None:
     """Records the settings in OUT/ablate.yaml; refuses an OUT holding other settings."""
-    mine = {k: v for k, v in asdict(ac).items() if k != "device"}
-    pin_settings(out, "ablate.yaml", mine, "an ablation with different settings")
+    pin_settings(out, "ablate.yaml", asdict(ac), "an ablation with different settings")
 
 
 def train_base(ac: AblateConfig, out: Path, fit: Callable, log: Callable[[str], None]) -> str:

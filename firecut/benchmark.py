@@ -82,7 +82,7 @@ def check_values(bc: BenchmarkConfig) -> None:
 
 def check_settings(bc: BenchmarkConfig, out: Path) -> None:
     """Records the recipe in OUT/benchmark.yaml; refuses an OUT trained with another one."""
-    mine = {k: v for k, v in asdict(bc).items() if k not in ("device", "models", "seeds")}
+    mine = {k: v for k, v in asdict(bc).items() if k not in ("models", "seeds")}
     pin_settings(out, "benchmark.yaml", mine, "a benchmark with a different recipe")
 
 

@@ -34,13 +34,18 @@ def check_step_counts(settings: Any, *extra: tuple[str, int | None]) -> None:
             raise FirecutError(f"{flag} must be >= 1")
 
 
+UNPINNED = ("root", "device")  # where the data lives and what trains it: not what a run *is*
+
+
 def pin_settings(out: Path, filename: str, mine: dict[str, Any], refusal: str) -> None:
-    """Records `mine` in OUT/FILENAME; refuses an OUT whose file holds other values, naming them:
-    "OUT holds {refusal} (keys); use another --out"."""
+    """Records `mine` (less UNPINNED) in OUT/FILENAME; refuses an OUT whose file holds other
+    values, naming them: "OUT holds {refusal} (keys); use another --out"."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / filename
+    mine = {k: v for k, v in mine.items() if k not in UNPINNED}
     if path.is_file():
         old = yaml.safe_load(path.read_text()) or {}
+        old = {k: v for k, v in old.items() if k not in UNPINNED}  # older files pinned them too
         diff = sorted(k for k in set(old) | set(mine) if old.get(k) != mine.get(k))
         if diff:
             raise FirecutError(f"{out} holds {refusal} ({', '.join(diff)}); use another --out")

@@ -28,7 +28,7 @@ from firecut.errors import FirecutError
 from firecut.io import atomic_write_text
 from firecut.storage import redact_argv
 
-IGNORED_ON_RESUME = {("train", "device")}  # may change between a run and its resumption
+IGNORED_ON_RESUME = {("train", "device"), ("data", "root")}  # may change between a run and its resumption
 
 
 def _comparable(d: dict[str, Any]) -> dict[str, Any]:

@@ -79,6 +79,33 @@ def test_other_settings_in_out_are_refused(tmp_path):
         A.check_settings(small(tmp_path, finetune_epochs=3), tmp_path / "o")
 
 
+
+def test_where_the_data_lives_is_not_pinned(tmp_path):
+    """Offline, a first run fails asking for --data-root; the re-run with it (or after moving the
+    cache) must not be refused as 'different settings (root)': not for the ablation's folder, not
+    for a run folder inside it."""
+    import yaml
+
+    from firecut.config import RunConfig
+    from firecut.runs import RunFolder
+
+    A.check_settings(small(tmp_path, root="/home/me/.cache/firecut/data"), tmp_path / "o")
+    A.check_settings(small(tmp_path, root="/mnt/datasets"), tmp_path / "o")
+    assert "root" not in yaml.safe_load((tmp_path / "o" / "ablate.yaml").read_text())
+    old = tmp_path / "old"  # a folder pinned before root was unpinned
+    old.mkdir()
+    (old / "ablate.yaml").write_text(yaml.safe_dump({**A.asdict(small(tmp_path)), "root": "/x"}))
+    A.check_settings(small(tmp_path, root="/y"), old)
+
+    cfg = RunConfig()
+    cfg.data.root = "/home/me/data"
+    run = RunFolder(tmp_path / "run")
+    run.open(cfg)
+    run.file("last.pt").write_bytes(b"")  # finished work to resume
+    cfg.data.root = "/mnt/datasets"
+    assert run.open(cfg) == "resume"
+
+
 def test_a_pruned_base_or_one_of_another_dataset_is_refused(tmp_path):
     import numpy as np
 
