@@ -31,6 +31,7 @@ from firecut.config import ModelConfig, SpikingConfig, child_of, validate
 from firecut.errors import FirecutError
 from firecut.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings, step_config
 from firecut.io import atomic_write_text
+from firecut.runs import folder_lock
 from firecut.tables import METRICS, mean_pm, seed_stats
 from firecut.schedules import FIRE_NAMES, Schedule, load_schedules
 
@@ -144,6 +145,12 @@ def run_ablation(ac: AblateConfig, out: str | Path, fit: Callable | None = None,
     out = Path(out)
     check_values(ac)
     schedules = load_schedules(ac.schedules)
+    with folder_lock(out):
+        return _run_ablation(ac, out, schedules, fit, log)
+
+
+def _run_ablation(ac: AblateConfig, out: Path, schedules: list[Schedule], fit: Callable,
+                  log: Callable[[str], None]) -> list[dict[str, Any]]:
     check_settings(ac, out)
     base, base_cfgs = None, None
     if RETRAIN[ac.retrain]:

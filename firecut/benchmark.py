@@ -24,6 +24,7 @@ from typing import Any, Callable
 from firecut.errors import FirecutError
 from firecut.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings
 from firecut.io import atomic_write_text
+from firecut.runs import folder_lock
 from firecut.tables import METRICS, mean_pm, seed_stats
 
 BENCHMARK_MODELS = ("shufflenetv2", "xception", "mnasnet", "mixnet_s", "squeezenet", "squeezenet_p")
@@ -95,6 +96,12 @@ def run_benchmark(bc: BenchmarkConfig, out: str | Path, fit: Callable | None = N
     fit = fit or default_fit
     out = Path(out)
     check_values(bc)
+    with folder_lock(out):
+        return _run_benchmark(bc, out, fit, log)
+
+
+def _run_benchmark(bc: BenchmarkConfig, out: Path, fit: Callable,
+                   log: Callable[[str], None]) -> list[dict[str, Any]]:
     check_settings(bc, out)
     for name in OUTPUTS:  # tables of an earlier invocation must not outlive a killed one
         (out / name).unlink(missing_ok=True)

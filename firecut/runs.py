@@ -16,9 +16,11 @@ import io
 import json
 import os
 import platform
+import socket
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -34,6 +36,41 @@ IGNORED_ON_RESUME = {("train", "device"), ("data", "root")}  # may change betwee
 def _comparable(d: dict[str, Any]) -> dict[str, Any]:
     return {s: {k: v for k, v in sec.items() if (s, k) not in IGNORED_ON_RESUME}
             for s, sec in d.items()}
+
+
+LOCK = ".firecut.lock"  # held while a process works in a folder; OWNER beside it says who
+OWNER = ".firecut.lock.owner"
+
+
+@contextmanager
+def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
+    """One firecut process per output folder: a second `train`, `ablate` or `benchmark` on the
+    same --out (on this machine, or another that shares the file system with working locks) is
+    refused, naming the process that holds it. The OS drops the lock when its holder dies."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise FirecutError(f"cannot write to --out {folder} ({e.strerror or e}); "
+                           "choose a writable folder") from None
+    lock = FileLock(folder / LOCK, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        owner = folder / OWNER
+        who = owner.read_text().strip() if owner.is_file() else "another process"
+        raise FirecutError(f"{folder} is in use by {who}; wait for it to finish, or use another "
+                           "--out") from None
+    try:
+        command = " ".join(["firecut"] + redact_argv(sys.argv[1:]))
+        atomic_write_text(folder / OWNER, f"process {os.getpid()} on {socket.gethostname()} "
+                                          f"({command})\n")
+        yield
+    finally:
+        (folder / OWNER).unlink(missing_ok=True)
+        lock.release()
 
 
 class RunFolder:

@@ -17,7 +17,6 @@ Several workers share a study; how they divide the trials: firecut/workers.py.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 from contextlib import contextmanager
@@ -143,14 +142,12 @@ def signature(cfg: SearchConfig, base: str) -> dict[str, Any]:
 
 @contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    """One process at a time (e.g. training the shared base when workers share OUT)."""
+    """One process at a time (e.g. training the shared base when workers share OUT); waits."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+    with FileLock(path):
+        yield
 
 
 # ------------------------------------------------------------------------------ the study

@@ -27,7 +27,7 @@ from firecut.energy import EnergyModel, OpCounter
 from firecut.errors import FirecutError
 from firecut.network import build_network, count_params, to_spiking
 from firecut.prune import inherit
-from firecut.runs import RunFolder
+from firecut.runs import RunFolder, folder_lock
 from firecut.spiking import SpikingNet, balance_thresholds, is_channels_last
 
 # ------------------------------------------------------------------------------ metrics
@@ -329,7 +329,15 @@ def fit(cfg: RunConfig, out: str, restart: bool = False, show_progress: bool = T
     `on_epoch(epoch, metrics, probe)` runs after each epoch's checkpoint is saved (so it may raise
     to stop the run, e.g. a search's pruner): `metrics` are the epoch's test metrics (with AC/MAC
     and energy after the last epoch) and `probe()` counts AC/MAC/energy on 256 test images.
+    One process per run folder: another one training into `out` is refused.
     """
+    with folder_lock(out):
+        return _fit(cfg, out, restart, show_progress, on_epoch)
+
+
+def _fit(cfg: RunConfig, out: str, restart: bool, show_progress: bool,
+         on_epoch: Callable[[int, dict[str, Any], Callable[[], dict[str, Any]]], None] | None,
+         ) -> dict[str, Any]:
     run = RunFolder(out)
     state = run.open(cfg, restart)
     progress = Progress(show_progress)
