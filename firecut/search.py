@@ -127,17 +127,46 @@ def _ablate_config(cfg: SearchConfig) -> AblateConfig:
                         test_subset=cfg.test_subset, width=cfg.width, device=cfg.device)
 
 
-def signature(cfg: SearchConfig, base: str) -> dict[str, Any]:
-    """What every worker of one study must share: the base's bytes and the training settings."""
+def signature(cfg: SearchConfig, base: str | None) -> dict[str, Any]:
+    """What every worker of one study must share: the base's bytes and the training settings
+    (base None: the settings only, checked before a base exists)."""
     from firecut.data import dataset_name
 
-    sha = hashlib.sha256(Path(base).read_bytes()).hexdigest()
     keep = ("preset", "epochs", "finetune_epochs", "timesteps", "batch_size", "train_subset",
             "test_subset", "width", "objective", "seed")
     sig = {k: v for k, v in asdict(cfg).items() if k in keep}
     if cfg.objective == "scalar":
         sig["lam"] = cfg.lam
-    return {"dataset": dataset_name(cfg.dataset), "base_sha256": sha, **sig}
+    if base is not None:
+        sig["base_sha256"] = hashlib.sha256(Path(base).read_bytes()).hexdigest()
+    return {"dataset": dataset_name(cfg.dataset), **sig}
+
+
+def refuse_other_settings(cfg: SearchConfig, url: str, old: dict[str, Any], sig: dict[str, Any]) -> None:
+    diff = sorted(k for k in set(old) | set(sig) if old.get(k) != sig.get(k))
+    if diff:
+        raise FirecutError(f"study '{cfg.study}' in {redact(url)} was searched with other settings "
+                           f"({', '.join(diff)}); give the same settings (and the same --base "
+                           "file on every machine), or another --study")
+
+
+def check_before_training(cfg: SearchConfig, storage: Any, url: str) -> None:
+    """What can fail is checked before the base trains (minutes to hours): the storage answers
+    (open_storage connected; a wrong password failed there), a study of this name holds these
+    settings, and the dataset loads."""
+    from firecut.data import load_data
+
+    with storage_errors(url):
+        try:
+            study_id = storage.get_study_id_from_name(cfg.study)
+        except KeyError:  # a new study
+            old = None
+        else:
+            old = storage.get_study_user_attrs(study_id).get("firecut")
+    if old is not None:
+        sig = signature(cfg, None)
+        refuse_other_settings(cfg, url, {k: v for k, v in old.items() if k != "base_sha256"}, sig)
+    load_data(cfg.dataset, cfg.root, train_subset=1, test_subset=1)
 
 
 @contextmanager
@@ -170,11 +199,8 @@ def open_study(cfg: SearchConfig, storage: Any, url: str, sig: dict[str, Any]):
         old = study.user_attrs.get("firecut")
         if old is None:
             study.set_user_attr("firecut", sig)
-        elif old != sig:
-            diff = sorted(k for k in set(old) | set(sig) if old.get(k) != sig.get(k))
-            raise FirecutError(f"study '{cfg.study}' in {redact(url)} was searched with other settings "
-                               f"({', '.join(diff)}); give the same settings (and the same --base "
-                               "file on every machine), or another --study")
+        else:
+            refuse_other_settings(cfg, url, old, sig)
     return study
 
 
@@ -250,8 +276,9 @@ def run_search(cfg: SearchConfig, out: str | Path, fit: Callable | None = None,
         return run_supernet_search(cfg, out, fit, log)
     url = cfg.storage or default_url(out)
     out.mkdir(parents=True, exist_ok=True)
-    base, base_cfgs = prepare_base(cfg, out, fit, log)
     storage = open_storage(url)
+    check_before_training(cfg, storage, url)
+    base, base_cfgs = prepare_base(cfg, out, fit, log)
     study = open_study(cfg, storage, url, signature(cfg, base))
     with _file_lock(out / ".seed.lock"), storage_errors(url):
         if "seeds" not in study.user_attrs:

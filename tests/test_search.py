@@ -230,6 +230,32 @@ def test_search_cli_bad_storage_and_unreachable_database(tmp_path, base):
     assert "secret" not in proc.stderr
 
 
+
+class FitThatMustNotRun:
+    def __call__(self, cfg, out, **kw):
+        raise AssertionError(f"trained {out} before the storage, the study and the data were checked")
+
+
+@pytest.mark.parametrize("problem, over, msg", [
+    ("unreachable database", dict(storage="postgresql://u:secret@127.0.0.1:9/none"),
+     "cannot use the study storage"),
+    ("study with other settings", dict(finetune_epochs=3), "other settings.*finetune_epochs"),
+    ("missing data", dict(dataset="/nonexistent/cifar10.npz"), "cifar10.npz"),
+])
+def test_what_can_fail_fails_before_the_base_trains(tmp_path, problem, over, msg):
+    """No --base: the base would train first (minutes to hours); each problem must surface before."""
+    import optuna
+
+    out = tmp_path / "o"
+    out.mkdir()
+    study = optuna.create_study(storage=S.default_url(out), study_name="firecut-search",
+                                directions=["maximize", "minimize"])
+    same = {k: v for k, v in over.items() if k != "finetune_epochs"}  # the study differs in this one
+    study.set_user_attr("firecut", S.signature(cfg_for(None, **same), None))
+    with pytest.raises(FirecutError, match=msg):
+        S.run_search(cfg_for(None, **over), out, fit=FitThatMustNotRun(), log=lambda m: None)
+
+
 def test_search_cli_on_real_cifar10(tmp_path):
     data = shared_file("cifar10-sub.npz")
     out = tmp_path / "search"
