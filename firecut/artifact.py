@@ -38,6 +38,9 @@ FORMAT_VERSION = 1
 TS_EXTRA = "firecut.json"  # TorchScript _extra_files name
 ONNX_KEY = "firecut"  # ONNX metadata_props key
 SUFFIXES = {"pt": ".export.pt", "torchscript": ".torchscript.pt", "onnx": ".onnx"}  # default names
+# What a file whose name ends so may hold (longest ending first); other names go by content alone.
+NAMED_KINDS = ((".torchscript.pt", ("torchscript",)), (".onnx", ("onnx",)),
+               (".pt", ("pt", "torchscript")), (".pth", ("pt", "torchscript")))
 
 
 @dataclass
@@ -135,6 +138,16 @@ def onnx_bytes(model, graph, meta: ArtifactMeta, arch: dict[str, Any]) -> bytes:
 # kind -> writer(model, unrolled graph, meta, arch) -> bytes
 WRITERS: dict[str, Callable[..., bytes]] = {"pt": pt_bytes, "torchscript": torchscript_bytes,
                                              "onnx": onnx_bytes}
+
+
+def check_name(path: str | os.PathLike, kind: str, flag: str = "") -> None:
+    """Refuses a `kind` file whose name promises another format (a TorchScript file named .onnx
+    would otherwise go to a loader its reader did not choose)."""
+    name = Path(path).name.lower()
+    allowed = next((kinds for end, kinds in NAMED_KINDS if name.endswith(end)), None)
+    if allowed is not None and kind not in allowed:
+        raise FirecutError(f"{flag}{path} holds {kind} but its name says {' or '.join(allowed)}; "
+                           f"name a {kind} file *{SUFFIXES[kind]}")
 
 
 def check_kind(kind: str) -> str:
@@ -277,7 +290,18 @@ READERS: dict[str, Callable[[Path], Artifact]] = {"pt": _open_pt, "torchscript":
                                                   "onnx": _open_onnx}
 
 
-def open_artifact(path: str | os.PathLike) -> Artifact:
-    """Reads any of the three formats (told apart by content, not by name)."""
+def open_artifact(path: str | os.PathLike, trust_torchscript: bool = False,
+                  check_names: bool = True) -> Artifact:
+    """Reads any of the three formats, told apart by content; a content its name contradicts is
+    refused (check_names), and so is TorchScript, which runs code from the file as it loads,
+    unless the caller trusts the file (trust_torchscript: it made the file, or knows its source).
+    pt files load with torch.load(weights_only=True) and ONNX through onnxruntime: data only."""
     path = Path(path)
-    return READERS[sniff(path)](path)
+    kind = sniff(path)
+    if check_names:
+        check_name(path, kind)
+    if kind == "torchscript" and not trust_torchscript:
+        raise FirecutError(f"{path} is TorchScript, which runs code from the file when it loads; "
+                           "pass --trust-torchscript if you made it or trust its source (or use a "
+                           "pt or onnx export, which hold data only)")
+    return READERS[kind](path)

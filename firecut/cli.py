@@ -565,6 +565,7 @@ def predict(
     artifact: str = typer.Argument(..., help="A file written by `firecut export` (pt, torchscript or onnx)."),
     images: list[str] = typer.Argument(..., help="Image files (PNG, JPEG: anything PIL reads)."),
     top: int = typer.Option(1, help="Print the K most probable classes per image."),
+    trust_torchscript: bool = typer.Option(False, "--trust-torchscript", help="Open a TorchScript artifact: loading one runs code from the file, so only for files you made or whose source you trust \\[default: refused]."),
 ):
     """Classify image files with an export: one line per image, path, class and probability.
 
@@ -573,7 +574,7 @@ def predict(
     """
     from firecut.predict import format_predictions, predict_files
 
-    print(format_predictions(predict_files(artifact, images, top=top)))
+    print(format_predictions(predict_files(artifact, images, top=top, trust_torchscript=trust_torchscript)))
 
 
 def _stop_on_sigterm(signum, frame) -> None:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from firecut.artifact import SUFFIXES, WRITERS, ArtifactMeta, check_kind, open_artifact
+from firecut.artifact import SUFFIXES, WRITERS, ArtifactMeta, check_kind, check_name, open_artifact
 from firecut.checkpoint import load_checkpoint, model_from_checkpoint, require_fits
 from firecut.config import default_data_root
 from firecut.data import DeviceLoader, load_data
@@ -108,6 +108,7 @@ def _target(cfg: ExportConfig) -> Path:
         raise FirecutError(f"-o {out} is a folder; give the path of the file to write")
     if out.resolve() == Path(cfg.checkpoint).resolve():
         raise FirecutError(f"-o {out} is the checkpoint itself; give another output path")
+    check_name(out, cfg.kind, "-o ")
     if not out.parent.is_dir():
         raise FirecutError(f"cannot write {out}: folder {out.parent} does not exist; create it or "
                            "give another -o")
@@ -136,7 +137,7 @@ def export_checkpoint(cfg: ExportConfig, log: Callable[[str], None] = lambda m: 
 
     try:
         t0 = time.perf_counter()
-        artifact = open_artifact(tmp)
+        artifact = open_artifact(tmp, trust_torchscript=True, check_names=False)  # ours, just written
         b = cfg.verify.batch_size
         s = run_batches(source, x, b)  # (N, K)
         layer = layer_check(source, graph, x[: cfg.verify.layer_images]) if graph is not None else None

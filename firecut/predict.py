@@ -54,7 +54,7 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 
 
 def predict_files(artifact_path: str | os.PathLike, images: list[str], top: int = 1,
-                  batch_size: int = 64) -> list[Prediction]:
+                  batch_size: int = 64, trust_torchscript: bool = False) -> list[Prediction]:
     if top < 1:
         raise FirecutError("--top must be >= 1")
     missing = [p for p in images if not Path(p).is_file()]
@@ -62,7 +62,7 @@ def predict_files(artifact_path: str | os.PathLike, images: list[str], top: int 
         raise FirecutError(f"image {missing[0]} does not exist"
                            + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
                            + "; give paths of PNG or JPEG files")
-    art = open_artifact(artifact_path)
+    art = open_artifact(artifact_path, trust_torchscript=trust_torchscript)
     meta = art.meta
     k = min(top, len(meta.classes))
     out: list[Prediction] = []

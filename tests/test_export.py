@@ -4,6 +4,7 @@ artifact, predict on PNG files, bad input, and one end-to-end run on real CIFAR-
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -165,7 +166,7 @@ def test_round_trip(exported, net, kind):
     assert os.path.getsize(r.path) == r.size_bytes
     assert not [f for f in os.listdir(folder) if f.endswith(".verifying")]  # no half-written file
 
-    art = A.open_artifact(r.path)
+    art = A.open_artifact(r.path, trust_torchscript=True)
     ckpt = load_checkpoint(ckpt_path)
     m = art.meta
     spiking = net != "cnn"
@@ -292,8 +293,8 @@ def test_predict_png_files_matches_the_artifact_and_the_source(exported, kind, t
     for i, img in enumerate(raw):
         paths.append(str(tmp_path / f"img{i}.png"))
         Image.fromarray(img.permute(1, 2, 0).numpy()).save(paths[-1])
-    preds = predict_files(r.path, paths, top=3)
-    scores = A.open_artifact(r.path).run(x.numpy())
+    preds = predict_files(r.path, paths, top=3, trust_torchscript=True)  # made here
+    scores = A.open_artifact(r.path, trust_torchscript=True).run(x.numpy())
     assert [p.path for p in preds] == paths
     assert [p.top[0][0] for p in preds] == [ckpt["classes"][k] for k in scores.argmax(1)]
     for p in preds:
@@ -305,7 +306,7 @@ def test_predict_png_files_matches_the_artifact_and_the_source(exported, kind, t
         assert [p.top[0][0] for p in preds] == [ckpt["classes"][k] for k in ref]
     # another size (JPEG, not square) is resized to the model's input
     Image.fromarray(np.full((40, 48, 3), 120, np.uint8)).save(tmp_path / "big.jpg")
-    (big,) = predict_files(r.path, [str(tmp_path / "big.jpg")])
+    (big,) = predict_files(r.path, [str(tmp_path / "big.jpg")], trust_torchscript=True)
     assert big.top[0][0] in ckpt["classes"]
 
 
@@ -336,7 +337,14 @@ def test_bad_input_is_one_line_and_exit_2(exported, tmp_path, capsys):
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
     torch.jit.save(torch.jit.script(nn.Linear(2, 2)), str(tmp_path / "plain.ts"))
     (tmp_path / "junk.onnx").write_bytes(b"\x08\x07junk")
+    ts = exported["snn", "torchscript"][1].path
+    shutil.copy(ts, tmp_path / "disguised.onnx")  # TorchScript (code) under a data format's name
     cases = [
+        (["predict", ts, tmp_path / "x.png"], ["is TorchScript", "runs code", "--trust-torchscript"]),
+        (["predict", tmp_path / "disguised.onnx", "--trust-torchscript", tmp_path / "x.png"],
+         ["holds torchscript but its name says onnx"]),
+        (["export", snn, "--format", "torchscript", "-o", tmp_path / "m.onnx"],
+         ["-o", "holds torchscript but its name says onnx"]),
         (["export", tmp_path / "foreign.pt"], ["not a firecut checkpoint"]),
         (["export", tmp_path / "corrupt.pt"], ["corrupt"]),
         (["export", snn, "--format", "tflite"], ["unsupported --format 'tflite'", "onnx"]),
@@ -410,6 +418,6 @@ def test_export_and_predict_end_to_end_on_real_cifar10(tmp_path, capsys):
         if kind == "pt":  # the same network: the same predictions
             assert verdict == "exact" and agree == 100.0 and got == source
         else:  # folded: what the file computes, equal to the source up to the flips the check counted
-            assert got == A.open_artifact(path).run(x.numpy()).argmax(1).tolist()
+            assert got == A.open_artifact(path, trust_torchscript=True).run(x.numpy()).argmax(1).tolist()
             if verdict == "exact":
                 assert got == source
