@@ -56,7 +56,7 @@ class ArtifactMeta:
     keep: list[str]  # Fire modules the net keeps
     dataset: str  # name of the dataset it was trained on
     metrics: dict[str, Any]  # the checkpoint's test metrics (acc, f1, loss)
-    source: str  # the checkpoint it was exported from
+    source: str  # the checkpoint it was exported from, relative to the artifact's folder
     bn_folded: bool  # batch norm folded into the convs (torchscript, onnx)
     format: str = MARKER
     format_version: int = FORMAT_VERSION

@@ -43,6 +43,38 @@ def make_checkpoint(model: nn.Module, mc: ModelConfig, sc: SpikingConfig, *, cla
     }
 
 
+def portable_path(path: str | None, folder: str | os.PathLike) -> str | None:
+    """A path as a file that may be shared records it: relative to `folder` (where the file
+    lies), so that neither the writer's home nor its data folders are written into it; a
+    reader resolves it against the file's own folder. None and registered names stay."""
+    from firecut.data import DATASETS
+
+    if not path or path in DATASETS:
+        return path
+    try:
+        return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
+    except ValueError:  # another drive (Windows): the name is all that can be said
+        return Path(path).name
+
+
+def shareable_config(config: dict[str, Any], folder: str | os.PathLike) -> dict[str, Any]:
+    """A run's config (RunConfig.to_dict()) for a checkpoint in `folder`: paths made portable and
+    the data root (where this machine caches datasets) left out."""
+    config = {section: dict(values) for section, values in config.items()}
+    config["data"]["root"] = None
+    config["data"]["dataset"] = portable_path(config["data"]["dataset"], folder)
+    config["model"]["parent"] = portable_path(config["model"].get("parent"), folder)
+    config["spiking"]["init"] = portable_path(config["spiking"].get("init"), folder)
+    return config
+
+
+def resolve_recorded(path: str, checkpoint: str | os.PathLike) -> str:
+    """A path recorded by portable_path, read back beside `checkpoint` (as given if absolute, a
+    registered name, or missing there)."""
+    beside = Path(checkpoint).parent / path
+    return str(beside) if path and not Path(path).is_absolute() and beside.exists() else path
+
+
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
 

@@ -22,7 +22,8 @@ from typing import Any, Callable
 import torch
 
 from firecut.artifact import SUFFIXES, WRITERS, ArtifactMeta, check_kind, check_name, open_artifact
-from firecut.checkpoint import load_checkpoint, model_from_checkpoint, require_fits
+from firecut.checkpoint import (load_checkpoint, model_from_checkpoint, portable_path, require_fits,
+                                resolve_recorded)
 from firecut.config import default_data_root
 from firecut.data import DeviceLoader, load_data
 from firecut.errors import FirecutError
@@ -64,7 +65,8 @@ def default_output(checkpoint: str | os.PathLike, kind: str) -> Path:
 def _test_images(ckpt: dict[str, Any], cfg: ExportConfig) -> tuple[str, torch.Tensor, torch.Tensor]:
     """(dataset, normalised images (N, 3, H, W), labels (N,)) from the checkpoint's test split."""
     recorded = ckpt.get("config", {}).get("data", {})
-    dataset = cfg.dataset or recorded.get("dataset") or ckpt.get("dataset", "")
+    dataset = cfg.dataset or resolve_recorded(recorded.get("dataset") or ckpt.get("dataset", ""),
+                                              cfg.checkpoint)
     root = cfg.root or recorded.get("root") or default_data_root()
     whence = "given with --dataset" if cfg.dataset else "recorded in the checkpoint"
     try:
@@ -126,8 +128,8 @@ def export_checkpoint(cfg: ExportConfig, log: Callable[[str], None] = lambda m: 
 
     t0 = time.perf_counter()
     graph = unroll(source) if cfg.kind != "pt" else None
-    payload = WRITERS[cfg.kind](source, graph, _meta(ckpt, source, cfg.kind, str(cfg.checkpoint)),
-                                _arch(ckpt))
+    meta = _meta(ckpt, source, cfg.kind, portable_path(str(cfg.checkpoint), out.parent))
+    payload = WRITERS[cfg.kind](source, graph, meta, _arch(ckpt))
     tmp = out.with_name(f".{out.name}.verifying")
     try:
         atomic_write_bytes(tmp, lambda f: f.write(payload))

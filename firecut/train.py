@@ -9,6 +9,7 @@ also counts AC/MAC, and summary.json is written last.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from contextlib import contextmanager, nullcontext
@@ -19,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import firecut
-from firecut.checkpoint import (configs_of, load_checkpoint, make_checkpoint,
-                                model_from_checkpoint, require_fits, save_checkpoint)
+from firecut.checkpoint import (configs_of, load_checkpoint, make_checkpoint, model_from_checkpoint,
+                                portable_path, require_fits, save_checkpoint, shareable_config)
 from firecut.config import RunConfig
 from firecut.data import DeviceLoader, ImageData, dataset_name, load_data
 from firecut.energy import EnergyModel, OpCounter
@@ -392,9 +393,12 @@ def _fit(cfg: RunConfig, out: str, restart: bool, show_progress: bool,
                  f"{len(data.x_test)} test images, {count_params(model):,} params, "
                  f"{'T=' + str(T) + ', ' if cfg.spiking.enabled else ''}{device}")
 
+    shared_mc = dataclasses.replace(mc, parent=portable_path(cfg.model.parent, out))  # no absolute paths
+    shared_sc = dataclasses.replace(cfg.spiking, init=portable_path(cfg.spiking.init, out))
+
     def checkpoint(epoch: int, metrics: dict[str, Any], **resume_state: Any) -> dict[str, Any]:
-        return make_checkpoint(model, mc, cfg.spiking, epoch=epoch, best_acc=best_acc,
-                               best_epoch=best_epoch, config=cfg.to_dict(),
+        return make_checkpoint(model, shared_mc, shared_sc, epoch=epoch, best_acc=best_acc,
+                               best_epoch=best_epoch, config=shareable_config(cfg.to_dict(), out),
                                metrics={k: metrics[k] for k in ("acc", "f1", "loss")},
                                train_images=len(data.x_train), **meta, **resume_state)
 

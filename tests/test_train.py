@@ -247,3 +247,37 @@ def test_fit_trains_channels_last_and_evaluates_in_nchw(tmp_path):
     again = T.evaluate_checkpoint(str(tmp_path / "snn" / "last.pt"), "synthetic", "", device="cpu")
     assert (again["acc"], again["ac"]) == (s["acc"], s["ac"]) and s["ac"] > 0
 
+
+
+def test_checkpoints_and_exports_hold_no_absolute_paths(tmp_path):
+    """A shared best.pt or export names neither the writer's home nor its data folders; the paths
+    it records (dataset file, --init CNN) are relative to its own folder and still resolve there."""
+    import numpy as np
+
+    from firecut.export import ExportConfig, export_checkpoint
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data" / "tiny.npz"
+    data.parent.mkdir()
+    np.savez(data, x_train=rng.integers(0, 255, (64, 32, 32, 3), np.uint8), y_train=np.arange(64) % 4,
+             x_test=rng.integers(0, 255, (32, 32, 32, 3), np.uint8), y_test=np.arange(32) % 4)
+    cfg = tiny_cfg(epochs=1)
+    cfg.data.dataset, cfg.data.root = str(data), str(tmp_path / "cache")
+    T.fit(cfg, str(tmp_path / "runs" / "cnn"), show_progress=False)
+    cfg.spiking.enabled, cfg.spiking.timesteps = True, 2
+    cfg.spiking.init = str(tmp_path / "runs" / "cnn" / "best.pt")
+    T.fit(validate(cfg), str(tmp_path / "runs" / "snn"), show_progress=False)
+
+    home = str(tmp_path).encode()
+    for run in ("cnn", "snn"):
+        for name in ("best.pt", "last.pt"):
+            assert home not in (tmp_path / "runs" / run / name).read_bytes(), (run, name)
+    ckpt = load_checkpoint(tmp_path / "runs" / "snn" / "best.pt")
+    assert ckpt["arch"]["spiking"]["init"] == "../cnn/best.pt"
+    recorded = ckpt["config"]["data"]
+    assert (recorded["dataset"], recorded["root"]) == ("../../data/tiny.npz", None)
+    assert ckpt["arch"]["spiking"]["beta"] is None
+    assert T.configs_of(ckpt)[1].resolved_beta() == 1.0  # still read as converted (IF neurons)
+    report = export_checkpoint(ExportConfig(str(tmp_path / "runs" / "snn" / "best.pt")))  # finds tiny.npz
+    assert report.dataset.endswith("tiny.npz") and report.check.verdict == "exact"
+    assert home not in open(report.path, "rb").read()
