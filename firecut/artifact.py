@@ -132,6 +132,13 @@ def onnx_bytes(model, graph, meta: ArtifactMeta, arch: dict[str, Any]) -> bytes:
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_KEY, json.dumps(asdict(meta))
     proto.producer_name = "firecut"
+    import onnx
+
+    try:  # the ONNX spec's own checks, shapes and types inferred through the whole graph
+        onnx.checker.check_model(proto, full_check=True)
+    except onnx.checker.ValidationError as e:
+        raise FirecutError(f"the ONNX graph fails onnx.checker ({str(e).splitlines()[0][:200]}); "
+                           "nothing was written (report this as a bug)") from None
     return proto.SerializeToString()
 
 

@@ -71,8 +71,8 @@ def shareable_config(config: dict[str, Any], folder: str | os.PathLike) -> dict[
 def resolve_recorded(path: str, checkpoint: str | os.PathLike) -> str:
     """A path recorded by portable_path, read back beside `checkpoint` (as given if absolute, a
     registered name, or missing there)."""
-    beside = Path(checkpoint).parent / path
-    return str(beside) if path and not Path(path).is_absolute() and beside.exists() else path
+    beside = os.path.normpath(Path(checkpoint).parent / path)
+    return beside if path and not Path(path).is_absolute() and Path(beside).exists() else path
 
 
 def save_checkpoint(payload: dict[str, Any], path: str | os.PathLike) -> None:

@@ -338,6 +338,11 @@ def search(
     print(f"best: trial {b['trial']} [{pattern(b['mask'])}] acc {b['acc']:.4f}, {b['energy_mj']:.5f} mJ: "
           f"{report['reason']}; {where}", file=sys.stderr)
     print(f"wrote {out}/trials.csv, pareto.md, pareto.png, best.json", file=sys.stderr)
+    if report["best_pt"]:
+        import shlex
+
+        print(f"next: firecut export {shlex.quote(str(report['best_pt']))} --format onnx  "
+              "# a verified deployable file (pt | torchscript | onnx)", file=sys.stderr)
 
 
 @app.command(epilog="Example: firecut benchmark --preset quick --dataset ../shared/data/cifar10-sub.npz --models all")

@@ -279,6 +279,40 @@ def test_a_pt_export_must_be_exact(exported, monkeypatch, tmp_path):
     assert not (tmp_path / "x.pt").exists()
 
 
+
+def test_export_without_test_images_verifies_on_made_inputs(tmp_path, capsys):
+    """A deployment machine without the dataset: the export is still checked score by score (and
+    layer by layer), and says plainly that accuracy was not."""
+    ckpt = make_ckpt(tmp_path / "snn.pt", spiking=True, keep=KEEP)
+    payload = load_checkpoint(ckpt)
+    payload["config"]["data"]["dataset"] = str(tmp_path / "gone" / "cifar10.npz")  # not on this machine
+    save_checkpoint(payload, ckpt)
+    for kind in ("pt", "onnx"):
+        proc = cli("export", ckpt, "--format", kind, "--images", 16, capsys=capsys)
+        assert proc.returncode == 0, proc.stderr
+        assert "accuracy is NOT checked" in proc.stderr
+        assert "checked   16 made inputs (no test images; accuracy not checked)" in proc.stdout
+        assert "accuracy not checked (no labels)" in proc.stdout
+        verdict = re.search(r"verdict +(\w+)", proc.stdout).group(1)
+        assert verdict == "exact" if kind == "pt" else verdict in ("exact", "equivalent")
+        if kind == "onnx":
+            assert "layers    teacher-forced on 16 images" in proc.stdout
+
+
+def test_an_onnx_graph_the_checker_rejects_is_not_written(exported, monkeypatch, tmp_path):
+    import onnx
+
+    def reject(proto, full_check=False):
+        assert full_check
+        raise onnx.checker.ValidationError("Nodes in a graph must be topologically sorted")
+
+    monkeypatch.setattr(onnx.checker, "check_model", reject)
+    ckpt = exported["cnn", "onnx"][0]
+    cfg = E.ExportConfig(str(ckpt), "onnx", str(tmp_path / "m.onnx"), verify=VerifyConfig(images=8))
+    with pytest.raises(FirecutError, match="fails onnx.checker .*topologically sorted.*nothing was written"):
+        E.export_checkpoint(cfg)
+    assert list(tmp_path.iterdir()) == []
+
 # ------------------------------------------------------------------------------ predict
 
 
@@ -409,7 +443,8 @@ def test_export_and_predict_end_to_end_on_real_cifar10(tmp_path, capsys):
         agree = float(re.search(r"agree +([\d.]+)%", proc.stdout).group(1))
         verdict = re.search(r"verdict +(\w+)", proc.stdout).group(1)
         assert verdict in ("exact", "equivalent") and "max |Δ|" in proc.stdout
-        pred = cli("predict", path, *paths, "--top", 2, capsys=capsys)
+        trust = ["--trust-torchscript"] if kind == "torchscript" else []  # made here
+        pred = cli("predict", path, *paths, "--top", 2, *trust, capsys=capsys)
         assert pred.returncode == 0, pred.stderr
         lines = [l.split("\t") for l in pred.stdout.splitlines()]
         assert [l[0] for l in lines] == list(map(str, paths)) and all(len(l) == 5 for l in lines)

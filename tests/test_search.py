@@ -273,6 +273,7 @@ def test_search_cli_on_real_cifar10(tmp_path):
     assert float(rows[1]["ac"]) < float(rows[0]["ac"])  # fewer modules, fewer accumulates
     assert "| Trial | F2 |" in proc.stdout and "best: trial" in proc.stderr
     assert (out / "best.pt").is_file() and (out / "pareto.png").is_file()
+    assert f"next: firecut export {out / 'best.pt'} --format onnx" in proc.stderr  # what to run next
     again = run_cli(*args)  # the study is complete: nothing is trained, the same report
     assert again.returncode == 0 and again.stdout == proc.stdout
     assert "trial 0 [" not in again.stderr
