@@ -58,8 +58,10 @@ def _default_out(model: str, dataset: str, mode: str, timesteps: int, seed: int)
 @app.command(epilog="Example: firecut train --preset quick --dataset cifar10 --cnn --out runs/cnn "
                     "&& firecut train --preset quick --dataset cifar10 --init runs/cnn/best.pt")
 def train(
-    model: str = typer.Option("squeezenet", help="Registered model (see `firecut models`)."),
-    dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | tinyimagenet | synthetic | PATH.npz"),
+    config: Optional[str] = typer.Option(None, help="Replay a run: start from its config.yaml; the preset and flags given, then --set, change it \\[default: none]."),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="SECTION.KEY=VALUE: any field of config.yaml (repeatable), e.g. --set train.label_smoothing=0 \\[default: none]."),
+    model: Optional[str] = typer.Option(None, help=f"Registered model (see `firecut models`) \\[default: {_MODEL.name}]."),
+    dataset: Optional[str] = typer.Option(None, help="cifar10 | cifar100 | tinyimagenet | synthetic | PATH.npz \\[default: cifar10]."),
     snn: Optional[bool] = typer.Option(None, "--snn/--cnn", help="Spiking net or CNN \\[default: SNN if --init is given, else CNN]."),
     init: Optional[str] = typer.Option(None, help="CNN checkpoint to convert (threshold balancing) and fine-tune as an SNN \\[default: none]."),
     preset: Optional[str] = typer.Option(None, help=f"{PRESET_HELP}; flags given override it \\[default: none: the config defaults below]."),
@@ -93,12 +95,16 @@ def train(
     Writes OUT/summary.json (acc, f1, ac, mac, params, energy_mj, firing_rate, layers, ...) and
     prints it. Re-running the same command resumes an interrupted run.
     """
-    from firecut.config import RunConfig, apply_preset, validate
+    from firecut.config import RunConfig, apply_preset, load_yaml, set_from_string, validate
 
-    cfg = RunConfig()
-    cfg.spiking.enabled = snn if snn is not None else init is not None
-    cfg.spiking.init = init
-    cfg.model.name = model
+    cfg = load_yaml(config) if config else RunConfig()
+    if init is not None or not config:
+        cfg.spiking.init = init
+        cfg.spiking.enabled = init is not None
+    if snn is not None:
+        cfg.spiking.enabled = snn
+    if model is not None:
+        cfg.model.name = model
     if parent:  # a pruned child starts as its parent's architecture and neurons
         _adopt_parent(cfg, parent, snn)
     apply_preset(cfg, preset)
@@ -117,11 +123,14 @@ def train(
     for key, value in given.items():
         if value is not None:
             set_dotted(cfg, key, value)
+    for assignment in set_ or []:
+        set_from_string(cfg, assignment)
     validate(cfg)
     _check_names(cfg)
     from firecut.train import fit
 
-    out = out or _default_out(model, dataset, cfg.mode(), cfg.spiking.timesteps, cfg.train.seed)
+    out = out or _default_out(cfg.model.name, cfg.data.dataset, cfg.mode(), cfg.spiking.timesteps,
+                              cfg.train.seed)
     with _resumable(out):
         summary = fit(cfg, out, restart=not resume, show_progress=not quiet)
     _print_json(summary)

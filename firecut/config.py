@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -113,10 +114,14 @@ class RunConfig:
             sub = f.default_factory  # type: ignore[misc]
             known = {g.name for g in fields(sub())}
             given = d.get(f.name) or {}
+            if not isinstance(given, dict):
+                raise FirecutError(f"config section '{f.name}' must be a mapping of keys to values")
             unknown = set(given) - known
             if unknown:
                 raise FirecutError(f"unknown config key(s) {sorted(unknown)} in section '{f.name}'")
             parts[f.name] = sub(**given)
+        if parts["data"].root is None:  # a checkpoint's config records no data root
+            parts["data"].root = default_data_root()
         return cls(**parts)
 
     def mode(self) -> str:
@@ -174,6 +179,44 @@ def set_dotted(cfg: RunConfig, key: str, value: Any) -> None:
     if name not in {f.name for f in fields(sub)}:
         raise FirecutError(f"unknown config key '{key}'")
     setattr(sub, name, value)
+
+
+def config_keys() -> list[str]:
+    """Every 'section.key' of a RunConfig (what `--set` reaches)."""
+    return [f"{f.name}.{g.name}" for f in fields(RunConfig) for g in fields(f.default_factory())]  # type: ignore[misc]
+
+
+def set_from_string(cfg: RunConfig, assignment: str) -> None:
+    """`section.key=value` (`--set`), the value read as YAML (4, 0.1, true, null, [fire2, fire9])
+    and checked against the field's declared type; raises FirecutError naming the problem."""
+    key, sep, text = assignment.partition("=")
+    key = key.strip()
+    if not sep or key not in config_keys():
+        raise FirecutError(f"--set {assignment!r}: expected SECTION.KEY=VALUE with a key of "
+                           f"config.yaml, one of: {', '.join(config_keys())}")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise FirecutError(f"--set {assignment!r}: the value is not valid YAML") from None
+    section, name = key.split(".")
+    ftype = next(str(g.type) for g in fields(getattr(cfg, section)) if g.name == name)  # e.g. "int | None"
+    takes = [t for t in ("bool", "int", "float", "str", "list") if re.search(rf"\b{t}\b", ftype)]
+    if value is None and "None" not in ftype:
+        raise FirecutError(f"--set {key}: needs a value ({ftype})")
+    if isinstance(value, bool):
+        ok = "bool" in takes
+    elif isinstance(value, int) and ("int" in takes or "float" in takes):
+        ok, value = True, (value if "int" in takes else float(value))
+    elif isinstance(value, float):
+        ok = "float" in takes
+    elif isinstance(value, (str, int)) and "str" in takes:
+        ok, value = True, str(value)
+    else:
+        ok = value is None or (isinstance(value, list) and "list" in takes)
+    if not ok:
+        raise FirecutError(f"--set {key}: {value!r} is a {type(value).__name__}, but {key} takes "
+                           f"{ftype}")
+    set_dotted(cfg, key, value)
 
 
 def apply_preset(cfg: RunConfig, preset: str | None, mode: str | None = None) -> RunConfig:

@@ -281,3 +281,53 @@ def test_checkpoints_and_exports_hold_no_absolute_paths(tmp_path):
     report = export_checkpoint(ExportConfig(str(tmp_path / "runs" / "snn" / "best.pt")))  # finds tiny.npz
     assert report.dataset.endswith("tiny.npz") and report.check.verdict == "exact"
     assert home not in open(report.path, "rb").read()
+
+
+def test_every_config_field_is_reachable_with_set():
+    from firecut.config import config_keys, set_from_string
+
+    cfg = RunConfig()
+    for key in config_keys():  # each field takes a value of its own type, written as on the command line
+        section, name = key.split(".")
+        value = getattr(getattr(cfg, section), name)
+        set_from_string(cfg, f"{key}={yaml_text(value)}")
+        assert getattr(getattr(cfg, section), name) == value
+    set_from_string(cfg, "train.label_smoothing=0")
+    set_from_string(cfg, "model.keep=[fire2, fire9]")
+    set_from_string(cfg, "spiking.beta=null")
+    assert (cfg.train.label_smoothing, cfg.model.keep, cfg.spiking.beta) == (0.0, ["fire2", "fire9"], None)
+    for bad, msg in [("train.nope=1", "expected SECTION.KEY=VALUE"), ("train.epochs", "expected SECTION.KEY"),
+                     ("train.epochs=many", "is a str, but train.epochs takes int"),
+                     ("data.train_subset=all", "takes int | None"), ("train.lr=null", "needs a value"),
+                     ("data.augment=3", "takes bool"), ("model.keep=[a, b", "not valid YAML")]:
+        with pytest.raises(FirecutError, match=msg):
+            set_from_string(cfg, bad)
+
+
+def yaml_text(value) -> str:
+    import yaml
+
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
+
+
+def test_a_saved_run_is_replayed_and_varied_from_its_config(tmp_path):
+    """`--config RUN/config.yaml [--set ...]`: the same run again, or one field changed."""
+    import yaml
+
+    from conftest import assert_user_error, run_cli
+
+    first = ["train", "--dataset", "synthetic", "--cnn", "--device", "cpu", "--quiet",
+             "--set", "model.width=0.25", "--set", "train.epochs=1", "--set", "train.warmup_epochs=0"]
+    assert run_cli(*first, "--out", tmp_path / "a").returncode == 0
+    proc = run_cli("train", "--config", tmp_path / "a" / "config.yaml", "--set", "train.label_smoothing=0",
+                   "--quiet", "--out", tmp_path / "b")
+    assert proc.returncode == 0, proc.stderr
+    a, b = (yaml.safe_load((tmp_path / r / "config.yaml").read_text()) for r in "ab")
+    assert b["train"]["label_smoothing"] == 0 and a["train"]["label_smoothing"] == 0.1
+    b["train"]["label_smoothing"] = a["train"]["label_smoothing"]
+    assert a == b  # everything else replayed, the hidden fields (width, warm-up) included
+    assert json.loads((tmp_path / "b" / "summary.json").read_text())["params"] < 100_000  # width 0.25
+    assert_user_error(run_cli("train", "--dataset", "synthetic", "--set", "model.depth=3"),
+                      "--set 'model.depth=3'", "model.width")
+    (tmp_path / "bad.yaml").write_text("train: 3\n")
+    assert_user_error(run_cli("train", "--config", tmp_path / "bad.yaml"), "'train' must be a mapping")
