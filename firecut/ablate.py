@@ -29,7 +29,8 @@ from typing import Any, Callable
 
 from firecut.config import ModelConfig, SpikingConfig, child_of, validate
 from firecut.errors import FirecutError
-from firecut.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings, step_config
+from firecut.recipe import (check_preset, check_step_counts, cnn_then_snn, field_defaults, pin_settings,
+                             step_config)
 from firecut.io import atomic_write_text
 from firecut.runs import folder_lock
 from firecut.tables import METRICS, mean_pm, seed_stats
@@ -58,6 +59,9 @@ class AblateConfig:
     test_subset: int | None = None
     width: float = 1.0  # channel width multiplier (tests)
     device: str = "auto"
+    energy_preset: str = "45nm-fp32"  # energy per op (config.ENERGY_PRESETS)
+    e_ac_pj: float | None = None  # override: pJ per accumulate
+    e_mac_pj: float | None = None  # override: pJ per multiply-accumulate
 
 
 def _slug(name: str) -> str:
@@ -82,7 +86,8 @@ def check_values(ac: AblateConfig) -> None:
 
 def check_settings(ac: AblateConfig, out: Path) -> None:
     """Records the settings in OUT/ablate.yaml; refuses an OUT holding other settings."""
-    pin_settings(out, "ablate.yaml", asdict(ac), "an ablation with different settings")
+    pin_settings(out, "ablate.yaml", asdict(ac), "an ablation with different settings",
+                 field_defaults(ac))
 
 
 def train_base(ac: AblateConfig, out: Path, fit: Callable, log: Callable[[str], None]) -> str:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from firecut.errors import FirecutError
-from firecut.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings
+from firecut.recipe import check_preset, check_step_counts, cnn_then_snn, field_defaults, pin_settings
 from firecut.io import atomic_write_text
 from firecut.runs import folder_lock
 from firecut.tables import METRICS, mean_pm, seed_stats
@@ -55,6 +55,9 @@ class BenchmarkConfig:
     test_subset: int | None = None
     width: float = 1.0  # channel width multiplier of every model (tests)
     device: str = "auto"
+    energy_preset: str = "45nm-fp32"  # energy per op (config.ENERGY_PRESETS)
+    e_ac_pj: float | None = None  # override: pJ per accumulate
+    e_mac_pj: float | None = None  # override: pJ per multiply-accumulate
 
 
 def parse_models(spec: str) -> list[str]:
@@ -84,7 +87,7 @@ def check_values(bc: BenchmarkConfig) -> None:
 def check_settings(bc: BenchmarkConfig, out: Path) -> None:
     """Records the recipe in OUT/benchmark.yaml; refuses an OUT trained with another one."""
     mine = {k: v for k, v in asdict(bc).items() if k not in ("models", "seeds")}
-    pin_settings(out, "benchmark.yaml", mine, "a benchmark with a different recipe")
+    pin_settings(out, "benchmark.yaml", mine, "a benchmark with a different recipe", field_defaults(bc))
 
 
 def run_benchmark(bc: BenchmarkConfig, out: str | Path, fit: Callable | None = None,

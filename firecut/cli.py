@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from firecut.config import PRESET_HELP, ModelConfig, TrainConfig
+from firecut.config import ENERGY_HELP, PRESET_HELP, ModelConfig, TrainConfig
 from firecut.errors import FirecutError
 
 app = typer.Typer(
@@ -64,7 +64,7 @@ def train(
     dataset: Optional[str] = typer.Option(None, help="cifar10 | cifar100 | tinyimagenet | synthetic | PATH.npz \\[default: cifar10]."),
     snn: Optional[bool] = typer.Option(None, "--snn/--cnn", help="Spiking net or CNN \\[default: SNN if --init is given, else CNN]."),
     init: Optional[str] = typer.Option(None, help="CNN checkpoint to convert (threshold balancing) and fine-tune as an SNN \\[default: none]."),
-    preset: Optional[str] = typer.Option(None, help=f"{PRESET_HELP}; flags given override it \\[default: none: the config defaults below]."),
+    preset: Optional[str] = typer.Option(None, help=f"{PRESET_HELP} | none (the config defaults); flags given override it \\[default: quick; none with --config]."),
     epochs: Optional[int] = typer.Option(None, help=f"Training epochs \\[default: the preset's, else {_TRAIN.epochs}]."),
     timesteps: Optional[int] = typer.Option(None, help="SNN time steps T \\[default: 4]."),
     batch_size: Optional[int] = typer.Option(None, help=f"Images per training step \\[default: the preset's, else {_TRAIN.batch_size}]."),
@@ -82,7 +82,7 @@ def train(
     data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
     seed: Optional[int] = typer.Option(None, help="Random seed \\[default: 0]."),
     device: Optional[Device] = typer.Option(None, help="Training device \\[default: auto]."),
-    energy_preset: Optional[str] = typer.Option(None, help="Energy per op preset \\[default: 45nm-fp32 (0.9/4.6 pJ)]."),
+    energy_preset: Optional[str] = typer.Option(None, help=f"Energy per op (e_AC/e_MAC): {ENERGY_HELP} \\[default: 45nm-fp32]."),
     e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
     e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
     out: Optional[str] = typer.Option(None, help="Run folder \\[default: runs/MODEL-DATASET-MODE-s SEED]."),
@@ -107,7 +107,9 @@ def train(
         cfg.model.name = model
     if parent:  # a pruned child starts as its parent's architecture and neurons
         _adopt_parent(cfg, parent, snn)
-    apply_preset(cfg, preset)
+    if preset is None:  # as every other command; a replayed config is taken as saved
+        preset = None if config else "quick"
+    apply_preset(cfg, None if preset == "none" else preset)
     given = {
         "data.dataset": dataset, "data.root": data_root, "data.train_subset": train_subset,
         "data.test_subset": test_subset, "train.epochs": epochs, "spiking.timesteps": timesteps,
@@ -199,7 +201,7 @@ def evaluate(
     batch_size: int = typer.Option(256, help="Images per evaluation step."),
     data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
     device: Device = typer.Option(Device.auto, help="Evaluation device."),
-    energy_preset: str = typer.Option("45nm-fp32", help="Energy per op preset."),
+    energy_preset: str = typer.Option("45nm-fp32", help=f"Energy per op (e_AC/e_MAC): {ENERGY_HELP}."),
     e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
     e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
 ):
@@ -254,6 +256,9 @@ def ablate(
     test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images \\[default: all]."),
     data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
     device: Device = typer.Option(Device.auto, help="Training device \\[default: auto]."),
+    energy_preset: str = typer.Option("45nm-fp32", help=f"Energy per op (e_AC/e_MAC): {ENERGY_HELP}."),
+    e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
+    e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
     out: Optional[str] = typer.Option(None, help="Output folder \\[default: runs/ablate-DATASET]."),
 ):
     """The Fire-module ablation (Table 3): re-train each schedule (--retrain), evaluate, count.
@@ -269,7 +274,7 @@ def ablate(
                       base=base, seeds=seeds, epochs=epochs, finetune_epochs=finetune_epochs,
                       retrain="scratch" if from_scratch else retrain, timesteps=timesteps, preset=preset,
                       batch_size=batch_size, train_subset=train_subset, test_subset=test_subset,
-                      device=device.value)
+                      device=device.value, energy_preset=energy_preset, e_ac_pj=e_ac_pj, e_mac_pj=e_mac_pj)
     out = out or str(Path("runs") / f"ablate-{dataset_name(dataset)}")
     with _resumable(out):
         rows = run_ablation(ac, out, log=lambda m: print(m, file=sys.stderr))
@@ -312,6 +317,9 @@ def search(
     settle_s: float = typer.Option(1.0, hidden=True, help="Seconds between claiming a mask and checking for rivals."),
     data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
     device: Device = typer.Option(Device.auto, help="Training device \\[default: auto]."),
+    energy_preset: str = typer.Option("45nm-fp32", help=f"Energy per op (e_AC/e_MAC): {ENERGY_HELP}."),
+    e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
+    e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
     out: Optional[str] = typer.Option(None, help="Output folder \\[default: runs/search-DATASET]."),
 ):
     """Search keep masks over fire2..fire9 with Optuna; write the Pareto front and best.pt.
@@ -337,7 +345,7 @@ def search(
                        train_subset=train_subset, test_subset=test_subset, width=width,
                        device=device.value, saliency_masks=saliency_masks, settle_s=settle_s,
                        strategy=strategy, top_k=top_k, supernet_epochs=supernet_epochs, supernet_lr=supernet_lr,
-                       shared_lr=shared_lr, score_images=score_images)
+                       shared_lr=shared_lr, score_images=score_images, energy_preset=energy_preset, e_ac_pj=e_ac_pj, e_mac_pj=e_mac_pj)
     out = out or str(Path("runs") / f"search-{dataset_name(dataset)}")
     with _resumable(out):
         report = run_search(cfg, out, log=lambda m: print(m, file=sys.stderr))
@@ -369,6 +377,9 @@ def benchmark(
     width: float = typer.Option(1.0, hidden=True, help="Channel width multiplier of every model (tests)."),
     data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
     device: Device = typer.Option(Device.auto, help="Training device \\[default: auto]."),
+    energy_preset: str = typer.Option("45nm-fp32", help=f"Energy per op (e_AC/e_MAC): {ENERGY_HELP}."),
+    e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
+    e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
     out: Optional[str] = typer.Option(None, help="Output folder \\[default: runs/benchmark-DATASET]."),
 ):
     """Tables 1 and 2: train each model as a CNN and as its spiking twin with one shared recipe.
@@ -385,7 +396,7 @@ def benchmark(
     bc = BenchmarkConfig(dataset=dataset, root=data_root or default_data_root(), models=parse_models(models),
                          seeds=seeds, preset=preset, epochs=epochs, finetune_epochs=finetune_epochs,
                          timesteps=timesteps, batch_size=batch_size, train_subset=train_subset,
-                         test_subset=test_subset, width=width, device=device.value)
+                         test_subset=test_subset, width=width, device=device.value, energy_preset=energy_preset, e_ac_pj=e_ac_pj, e_mac_pj=e_mac_pj)
     out = out or str(Path("runs") / f"benchmark-{dataset_name(dataset)}")
     with _resumable(out):
         rows = run_benchmark(bc, out, log=lambda m: print(m, file=sys.stderr))
@@ -396,13 +407,22 @@ def benchmark(
 @app.command(epilog="Example: firecut report runs/benchmark-cifar10 runs/benchmark-cifar100 runs/ablate-cifar10")
 def report(
     folders: list[str] = typer.Argument(..., help="Benchmark or ablation output folders."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", help="Also write the table to this Markdown file \\[default: print only]."),
+    output: Optional[str] = typer.Option(None, "--output", "-o", help="Also write the table to this Markdown file \\[default: print only]."),
+    out_old: Optional[str] = typer.Option(None, "--out", hidden=True, help="Old spelling of --output."),
+    energy_preset: Optional[str] = typer.Option(None, help=f"Re-price every row's counted AC/MAC: {ENERGY_HELP} \\[default: as each run was priced]."),
+    e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
+    e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
 ):
     """One Table 1 from several benchmark/ablation runs (e.g. one per dataset), in the order given."""
-    from firecut.report import merged_table1
+    from firecut.config import energy_per_op
     from firecut.io import atomic_write_text
+    from firecut.report import merged_table1
 
-    table = merged_table1(folders)
+    energy = None
+    if energy_preset is not None or e_ac_pj is not None or e_mac_pj is not None:
+        energy = energy_per_op(energy_preset or "45nm-fp32", e_ac_pj, e_mac_pj)[:2]
+    table = merged_table1(folders, energy)
+    out = output or out_old
     if out:
         atomic_write_text(out, table)
         print(f"wrote {out}", file=sys.stderr)
@@ -494,14 +514,15 @@ def schedules_validate(files: list[str] = typer.Argument(..., help="Schedule fil
         print(f"{f}: {len(load_schedules(f))} schedules, valid")
 
 
-@schedules_app.command("generate", epilog="Example: firecut schedules generate --family ref --from saliency.json --keep 4")
+@schedules_app.command("generate", epilog="Example: firecut schedules generate --family ref --from saliency.json --keep-top 4")
 def schedules_generate(
     family: Family = typer.Option(..., help="head | tail (drop consecutive modules) | alt | ref (saliency)."),
     drop: int = typer.Option(1, help="head/tail: how many consecutive modules to drop."),
     offset: int = typer.Option(0, help="head/tail: modules left between the dropped run and the classifier (head) or stem (tail)."),
     parity: str = typer.Option("even", help="alt: keep the even (F2 F4 F6 F8) or odd modules."),
     from_: Optional[str] = typer.Option(None, "--from", help="ref: a saliency JSON (`firecut saliency`, or {module: score}) \\[default: none; ref needs it]."),
-    keep: int = typer.Option(4, help="ref: how many of the most salient modules to keep."),
+    keep_top: int = typer.Option(4, "--keep-top", help="ref: how many of the most salient modules to keep."),
+    keep_old: Optional[int] = typer.Option(None, "--keep", hidden=True, help="Old spelling of --keep-top (--keep is a module list in train)."),
     name: Optional[str] = typer.Option(None, help="Name of the generated schedule \\[default: the rule's]."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Append to this YAML file \\[default: print to stdout]."),
 ):
@@ -517,7 +538,7 @@ def schedules_generate(
     else:
         if not from_:
             raise FirecutError("--family ref needs --from SALIENCY.json")
-        sc = S.ref(_read_scores(from_), keep)
+        sc = S.ref(_read_scores(from_), keep_old if keep_old is not None else keep_top)
     if name:
         sc = S.Schedule(name, sc.keep, sc.description)
     text = S.dump_schedules([sc])
@@ -552,7 +573,8 @@ def _read_scores(path: str) -> dict[str, float]:
 @app.command(epilog="Example: firecut export runs/snn/best.pt --format onnx -o snn.onnx")
 def export(
     checkpoint: str = typer.Argument(..., help="A best.pt/last.pt written by `firecut train`."),
-    fmt: str = typer.Option("pt", "--format", "-f", help="pt (the firecut model, for firecut.load) | torchscript | onnx (T steps unrolled, BN folded)."),
+    fmt: str = typer.Option("pt", "--format", help="pt (the firecut model, for firecut.load) | torchscript | onnx (T steps unrolled, BN folded)."),
+    fmt_old: Optional[str] = typer.Option(None, "-f", hidden=True, help="Old spelling of --format (-f is --file elsewhere)."),
     output: Optional[str] = typer.Option(None, "-o", "--output", help="Artifact path \\[default: beside the checkpoint: STEM.export.pt, STEM.torchscript.pt or STEM.onnx]."),
     dataset: Optional[str] = typer.Option(None, help="Dataset whose test images to verify on \\[default: the one recorded in the checkpoint]."),
     data_root: Optional[str] = typer.Option(None, "--data-root", "--root", help="Download/cache folder \\[default: the checkpoint's, else $FIRECUT_DATA or ~/.cache/firecut/data]."),
@@ -569,7 +591,7 @@ def export(
 
     if images < 1:
         raise FirecutError("--images must be >= 1")
-    cfg = ExportConfig(checkpoint, fmt, output, dataset, data_root, VerifyConfig(images=images))
+    cfg = ExportConfig(checkpoint, fmt_old or fmt, output, dataset, data_root, VerifyConfig(images=images))
     report = export_checkpoint(cfg, log=lambda m: print(m, file=sys.stderr))
     print(format_report(report))
 

@@ -89,9 +89,33 @@ class TrainConfig:
     eval_batch_size: int = 256  # images per evaluation step
 
 
+# name -> (e_AC pJ, e_MAC pJ), Horowitz 2014, 45 nm
+ENERGY_PRESETS: dict[str, tuple[float, float]] = {
+    "45nm-fp32": (0.9, 4.6),  # fp add 0.9; fp mult 3.7 + add 0.9
+    "45nm-fp16": (0.4, 1.5),  # fp add 0.4; fp mult 1.1 + add 0.4
+    "45nm-int32": (0.1, 3.2),  # int add 0.1; int mult 3.1 + add 0.1
+    "45nm-int8": (0.03, 0.23),  # int add 0.03; int mult 0.2 + add 0.03
+}
+ENERGY_HELP = " | ".join(f"{k} ({a:g}/{m:g} pJ)" for k, (a, m) in ENERGY_PRESETS.items())
+
+
+def energy_per_op(preset: str = "45nm-fp32", e_ac_pj: float | None = None,
+                  e_mac_pj: float | None = None) -> tuple[float, float, str]:
+    """(pJ per AC, pJ per MAC, name) of a preset with optional overrides; checked."""
+    if preset not in ENERGY_PRESETS:
+        raise FirecutError(f"unknown energy preset '{preset}'; choose one of: {', '.join(ENERGY_PRESETS)}")
+    for flag, v in (("--e-ac-pj", e_ac_pj), ("--e-mac-pj", e_mac_pj)):
+        if v is not None and v < 0:
+            raise FirecutError(f"{flag} must be >= 0 (picojoules per operation)")
+    ac, mac = ENERGY_PRESETS[preset]
+    custom = e_ac_pj is not None or e_mac_pj is not None
+    return (ac if e_ac_pj is None else e_ac_pj, mac if e_mac_pj is None else e_mac_pj,
+            preset + ("+custom" if custom else ""))
+
+
 @dataclass
 class EnergyConfig:
-    preset: str = "45nm-fp32"  # see firecut.energy.PRESETS
+    preset: str = "45nm-fp32"  # ENERGY_PRESETS
     e_ac_pj: float | None = None  # override: energy of one accumulate, pJ
     e_mac_pj: float | None = None  # override: energy of one multiply-accumulate, pJ
 

@@ -26,17 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from firecut.config import energy_per_op  # presets: config.ENERGY_PRESETS (Horowitz 2014, 45 nm)
 from firecut.errors import FirecutError
 from firecut.spike_graph import input_kinds
 from firecut.spiking import LIF, SpikingNet
-
-# name -> (e_AC pJ, e_MAC pJ), Horowitz 2014, 45 nm
-PRESETS: dict[str, tuple[float, float]] = {
-    "45nm-fp32": (0.9, 4.6),  # fp add 0.9; fp mult 3.7 + add 0.9
-    "45nm-fp16": (0.4, 1.5),  # fp add 0.4; fp mult 1.1 + add 0.4
-    "45nm-int32": (0.1, 3.2),  # int add 0.1; int mult 3.1 + add 0.1
-    "45nm-int8": (0.03, 0.23),  # int add 0.03; int mult 0.2 + add 0.03
-}
 
 
 @dataclass(frozen=True)
@@ -48,15 +41,7 @@ class EnergyModel:
     @classmethod
     def from_config(cls, preset: str = "45nm-fp32", e_ac_pj: float | None = None,
                     e_mac_pj: float | None = None) -> EnergyModel:
-        if preset not in PRESETS:
-            raise FirecutError(f"unknown energy preset '{preset}'; choose one of: {', '.join(PRESETS)}")
-        for flag, v in (("--e-ac-pj", e_ac_pj), ("--e-mac-pj", e_mac_pj)):
-            if v is not None and v < 0:
-                raise FirecutError(f"{flag} must be >= 0 (picojoules per operation)")
-        ac, mac = PRESETS[preset]
-        custom = e_ac_pj is not None or e_mac_pj is not None
-        return cls(ac if e_ac_pj is None else e_ac_pj, mac if e_mac_pj is None else e_mac_pj,
-                   preset + ("+custom" if custom else ""))
+        return cls(*energy_per_op(preset, e_ac_pj, e_mac_pj))
 
     def energy_mj(self, ac: float, mac: float) -> float:
         return (ac * self.e_ac_pj + mac * self.e_mac_pj) * 1e-9  # pJ -> mJ

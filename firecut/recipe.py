@@ -4,18 +4,19 @@ The ablation, the search and the benchmark all train the same way (DESIGN §1: o
 every model and dataset): the CNN with the preset's clip-quant activation, then its best
 checkpoint converted (threshold = learned clip) and fine-tuned as an SNN. `settings` is any of
 their config dataclasses: it carries dataset, root, preset, epochs, finetune_epochs, timesteps,
-batch_size, train_subset, test_subset, width and device.
+batch_size, train_subset, test_subset, width, device and the energy model.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from firecut.config import PRESETS, ModelConfig, RunConfig, apply_preset, validate
+from firecut.config import PRESETS, ModelConfig, RunConfig, apply_preset, energy_per_op, validate
 from firecut.errors import FirecutError
 from firecut.io import atomic_write_text
 
@@ -27,25 +28,33 @@ def check_preset(preset: str | None) -> None:
 
 def check_step_counts(settings: Any, *extra: tuple[str, int | None]) -> None:
     """--epochs, --finetune-epochs, --timesteps, --batch-size (and `extra` (flag, value) pairs)
-    must be >= 1 where given."""
+    must be >= 1 where given; the energy preset must exist and overrides be >= 0."""
+    energy_per_op(settings.energy_preset, settings.e_ac_pj, settings.e_mac_pj)
     for flag, v in (("--epochs", settings.epochs), ("--finetune-epochs", settings.finetune_epochs),
                     ("--timesteps", settings.timesteps), ("--batch-size", settings.batch_size), *extra):
         if v is not None and v < 1:
             raise FirecutError(f"{flag} must be >= 1")
 
 
+def field_defaults(settings: Any) -> dict[str, Any]:
+    """The defaults of a settings dataclass's fields that have one."""
+    return {f.name: f.default for f in dataclasses.fields(settings) if f.default is not dataclasses.MISSING}
+
+
 UNPINNED = ("root", "device")  # where the data lives and what trains it: not what a run *is*
 
 
-def pin_settings(out: Path, filename: str, mine: dict[str, Any], refusal: str) -> None:
+def pin_settings(out: Path, filename: str, mine: dict[str, Any], refusal: str,
+                 defaults: dict[str, Any] | None = None) -> None:
     """Records `mine` (less UNPINNED) in OUT/FILENAME; refuses an OUT whose file holds other
-    values, naming them: "OUT holds {refusal} (keys); use another --out"."""
+    values, naming them: "OUT holds {refusal} (keys); use another --out". A key an older file
+    lacks counts as its value in `defaults` (a setting added since then)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / filename
     mine = {k: v for k, v in mine.items() if k not in UNPINNED}
     if path.is_file():
-        old = yaml.safe_load(path.read_text()) or {}
-        old = {k: v for k, v in old.items() if k not in UNPINNED}  # older files pinned them too
+        file = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in UNPINNED}
+        old = {**{k: v for k, v in (defaults or {}).items() if k in mine}, **file}
         diff = sorted(k for k in set(old) | set(mine) if old.get(k) != mine.get(k))
         if diff:
             raise FirecutError(f"{out} holds {refusal} ({', '.join(diff)}); use another --out")
@@ -63,6 +72,8 @@ def step_config(settings: Any, mode: str, seed: int = 0, model: str = "squeezene
     cfg.data.train_subset, cfg.data.test_subset = settings.train_subset, settings.test_subset
     cfg.model.width = settings.width
     cfg.train.seed, cfg.train.device = seed, settings.device
+    cfg.energy.preset = settings.energy_preset
+    cfg.energy.e_ac_pj, cfg.energy.e_mac_pj = settings.e_ac_pj, settings.e_mac_pj
     epochs = settings.finetune_epochs if mode == "snn" else settings.epochs
     if epochs is not None:
         cfg.train.epochs = epochs

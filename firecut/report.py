@@ -8,6 +8,7 @@ finished runs have those files: a folder without them is refused, not half-read.
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +56,22 @@ def rows_of(folder: str | Path) -> list[tuple[str, dict[str, Any]]]:
                        "by firecut benchmark or firecut ablate")
 
 
-def merged_table1(folders: list[str]) -> str:
-    """Table 1 with every folder's rows, in the order given."""
+def recharge(row: dict[str, Any], e_ac_pj: float, e_mac_pj: float) -> dict[str, Any]:
+    """The row's energy under other costs per op, from its counted AC and MAC per seed:
+    E = (AC * e_AC + MAC * e_MAC) * 1e-9 mJ."""
+    per_seed = [(a * e_ac_pj + m * e_mac_pj) * 1e-9
+                for a, m in zip(row["ac_per_seed"], row["mac_per_seed"], strict=True)]
+    std = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
+    return {**row, "energy_mj": statistics.fmean(per_seed), "energy_mj_std": std,
+            "energy_mj_per_seed": per_seed}
+
+
+def merged_table1(folders: list[str], energy: tuple[float, float] | None = None) -> str:
+    """Table 1 with every folder's rows, in the order given; `energy` (pJ per AC, per MAC)
+    re-prices every row from its counts (default: as each run was priced)."""
     if not folders:
         raise FirecutError("give at least one run folder (firecut report runs/bench-cifar10 ...)")
-    lines = [table1_line(row, label) for folder in folders for label, row in rows_of(folder)]
-    return TABLE1_HEAD + "".join(lines)
+    rows = [(label, row) for folder in folders for label, row in rows_of(folder)]
+    if energy is not None:
+        rows = [(label, recharge(row, *energy)) for label, row in rows]
+    return TABLE1_HEAD + "".join(table1_line(row, label) for label, row in rows)

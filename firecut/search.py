@@ -54,6 +54,9 @@ class SearchConfig:
     test_subset: int | None = None
     width: float = 1.0
     device: str = "auto"
+    energy_preset: str = "45nm-fp32"  # energy per op (config.ENERGY_PRESETS)
+    e_ac_pj: float | None = None  # override: pJ per accumulate
+    e_mac_pj: float | None = None  # override: pJ per multiply-accumulate
     population: int = 12  # NSGA-II population (the seeds fill the first generation)
     saliency_masks: int = 3  # seeds: keep the 8-1 .. 8-k most salient modules
     settle_s: float = 1.0  # wait between claiming a mask and checking for a rival claim
@@ -124,7 +127,8 @@ def _ablate_config(cfg: SearchConfig) -> AblateConfig:
     return AblateConfig(dataset=cfg.dataset, root=cfg.root, base=cfg.base, seeds=1, epochs=cfg.epochs,
                         finetune_epochs=cfg.finetune_epochs, timesteps=cfg.timesteps, preset=cfg.preset,
                         batch_size=cfg.batch_size, train_subset=cfg.train_subset,
-                        test_subset=cfg.test_subset, width=cfg.width, device=cfg.device)
+                        test_subset=cfg.test_subset, width=cfg.width, device=cfg.device,
+                        energy_preset=cfg.energy_preset, e_ac_pj=cfg.e_ac_pj, e_mac_pj=cfg.e_mac_pj)
 
 
 def signature(cfg: SearchConfig, base: str | None) -> dict[str, Any]:
@@ -137,6 +141,8 @@ def signature(cfg: SearchConfig, base: str | None) -> dict[str, Any]:
     sig = {k: v for k, v in asdict(cfg).items() if k in keep}
     if cfg.objective == "scalar":
         sig["lam"] = cfg.lam
+    if (cfg.energy_preset, cfg.e_ac_pj, cfg.e_mac_pj) != ("45nm-fp32", None, None):  # older studies lack it
+        sig["energy"] = [cfg.energy_preset, cfg.e_ac_pj, cfg.e_mac_pj]
     if base is not None:
         sig["base_sha256"] = hashlib.sha256(Path(base).read_bytes()).hexdigest()
     return {"dataset": dataset_name(cfg.dataset), **sig}

@@ -156,6 +156,11 @@ def test_benchmark_and_report_cli_on_real_cifar10_and_tiny_imagenet(tmp_path):
         ["| cifar10-sub", "SqueezeNet-P"], ["| cifar10-sub", "ShuffleNetV2"],
         ["| tinyimagenet-sub", "SqueezeNet-P"]]
     assert (tmp_path / "t1.md").read_text() == merged.stdout
+    priced = run_cli("report", tmp_path / "c10", "--e-ac-pj", 900, "--e-mac-pj", 4600, "--output",
+                     tmp_path / "x1000.md")  # re-priced from the counts: 1000x the paper's costs
+    assert priced.returncode == 0, priced.stderr
+    r = rows[("squeezenet_p", "snn")]
+    assert f" {r['energy_mj'] * 1000:.4f} " in priced.stdout and priced.stdout != merged.stdout
 
 
 def test_report_refuses_what_it_cannot_read(tmp_path):

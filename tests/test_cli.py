@@ -55,6 +55,38 @@ def test_every_option_shows_its_default(command):
         assert not re.search(r"\s\.\s*│?$", row[0]), f"{command} {p.opts[0]} lost text: {row[0].strip()}"
 
 
+
+def test_a_flag_means_one_thing_in_every_command():
+    """--out is a folder, -o a file, -f a --file, --keep a module list, wherever they appear; the
+    energy model can be set wherever energy is reported."""
+    import typer
+
+    from firecut.cli import app
+
+    def commands(cmd, path=()):
+        if hasattr(cmd, "commands"):
+            for name, sub in cmd.commands.items():
+                yield from commands(sub, (*path, name))
+        else:
+            yield " ".join(path), cmd
+
+    meaning: dict[str, set[str]] = {}
+    table = dict(commands(typer.main.get_command(app)))
+    for cmd in table.values():
+        for p in cmd.params:
+            if p.param_type_name == "option" and not p.hidden:
+                for opt in p.opts + p.secondary_opts:
+                    meaning.setdefault(opt, set()).add(p.name)
+    assert {k: v for k, v in meaning.items() if len(v) > 1} == {}
+    assert meaning["-o"] == {"output"} and meaning["-f"] == {"file"} and meaning["--out"] == {"out"}
+    for name in ("train", "evaluate", "ablate", "search", "benchmark", "report"):
+        opts = {o for p in table[name].params for o in p.opts}
+        assert {"--energy-preset", "--e-ac-pj", "--e-mac-pj"} <= opts, name
+    for name in ("train", "ablate", "search", "benchmark"):  # one default recipe everywhere
+        preset = next(p for p in table[name].params if p.name == "preset")
+        assert preset.default == "quick" or "default: quick" in preset.help, name
+
+
 @pytest.mark.parametrize("command, config, shared", [
     ("search", "firecut.search:SearchConfig", {"supernet_epochs", "score_images", "top_k", "trials"}),
     ("ablate", "firecut.ablate:AblateConfig", {"seeds", "preset"}),
@@ -230,7 +262,7 @@ def test_cnn_then_snn_end_to_end_on_real_cifar10(tmp_path):
     assert all(r["mac_share"] == 0 for r in ranking["modules"])  # only the encoding layer multiplies
     assert -1.0 <= ranking["spearman"] <= 1.0
     gen = run_cli("schedules", "generate", "--family", "ref", "--from", tmp_path / "snn" / "saliency.json",
-                  "--keep", 4)
+                  "--keep-top", 4)
     top4 = sorted(ranking["scores"], key=lambda m: -ranking["scores"][m])[:4]
     assert gen.returncode == 0 and all(m in gen.stdout for m in top4)
 

@@ -136,13 +136,13 @@ def test_cli_list_show_validate_generate(tmp_path):
     ok = run_cli("schedules", "validate", "schedules/paper.yaml")
     assert ok.returncode == 0 and "9 schedules, valid" in ok.stdout
     (tmp_path / "sal.json").write_text(json.dumps({"scores": {"fire2": 3.0, "fire5": 1.0, "fire8": 2.0}}))
-    gen = run_cli("schedules", "generate", "--family", "ref", "--from", tmp_path / "sal.json", "--keep", 2,
-                  "-o", tmp_path / "mine.yaml")
+    gen = run_cli("schedules", "generate", "--family", "ref", "--from", tmp_path / "sal.json",
+                  "--keep-top", 2, "-o", tmp_path / "mine.yaml")
     assert gen.returncode == 0, gen.stderr
     (mine,) = S.load_schedules(tmp_path / "mine.yaml")
     assert mine.keep == ("fire2", "fire8")
     again = run_cli("schedules", "generate", "--family", "ref", "--from", tmp_path / "sal.json",
-                    "--keep", 2, "-o", tmp_path / "mine.yaml")
+                    "--keep", 2, "-o", tmp_path / "mine.yaml")  # the old spelling still works
     assert_user_error(again, "duplicate schedule name")
     head = run_cli("schedules", "generate", "--family", "head", "--drop", 3, "--offset", 1)
     assert head.returncode == 0 and "keep: [fire2, fire3, fire4, fire5, fire9]" in head.stdout

@@ -326,8 +326,20 @@ def test_a_saved_run_is_replayed_and_varied_from_its_config(tmp_path):
     assert b["train"]["label_smoothing"] == 0 and a["train"]["label_smoothing"] == 0.1
     b["train"]["label_smoothing"] = a["train"]["label_smoothing"]
     assert a == b  # everything else replayed, the hidden fields (width, warm-up) included
+    assert a["model"]["act"] == "clipq" and a["train"]["batch_size"] == 64  # train's default preset: quick
     assert json.loads((tmp_path / "b" / "summary.json").read_text())["params"] < 100_000  # width 0.25
     assert_user_error(run_cli("train", "--dataset", "synthetic", "--set", "model.depth=3"),
                       "--set 'model.depth=3'", "model.width")
     (tmp_path / "bad.yaml").write_text("train: 3\n")
     assert_user_error(run_cli("train", "--config", tmp_path / "bad.yaml"), "'train' must be a mapping")
+
+
+def test_the_recipe_carries_the_energy_model_into_every_run():
+    from firecut.ablate import AblateConfig
+    from firecut.recipe import check_step_counts, step_config
+
+    ac = AblateConfig(dataset="synthetic", root="", energy_preset="45nm-int8", e_mac_pj=0.5)
+    cfg = step_config(ac, "snn")
+    assert (cfg.energy.preset, cfg.energy.e_ac_pj, cfg.energy.e_mac_pj) == ("45nm-int8", None, 0.5)
+    with pytest.raises(FirecutError, match="unknown energy preset '7nm'"):
+        check_step_counts(AblateConfig(dataset="synthetic", root="", energy_preset="7nm"))
