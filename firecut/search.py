@@ -60,7 +60,7 @@ class SearchConfig:
     population: int = 12  # NSGA-II population (the seeds fill the first generation)
     saliency_masks: int = 3  # seeds: keep the 8-1 .. 8-k most salient modules
     settle_s: float = 1.0  # wait between claiming a mask and checking for a rival claim
-    stale_s: float = 600.0  # a RUNNING trial without a heartbeat for this long is dead
+    stale_s: float = 600.0  # a RUNNING trial whose heartbeat stood still this long (reader's clock) is dead
     strategy: str = "optuna"  # see STRATEGIES
     top_k: int = 5  # supernet: masks fine-tuned after the ranking
     supernet_epochs: int = 2  # supernet: weight-sharing training epochs

@@ -13,9 +13,13 @@ with exactly N trained masks:
          (FAIL), the nearest untried mask is enqueued
        - N charged trials (finished, live or waiting) have lower numbers -> status=over_budget
        - else status=confirmed: train
-    3. a heartbeat thread refreshes `heartbeat` while training; a RUNNING trial whose heartbeat is
-       older than stale_s (or whose process on this host is gone) is failed by the next worker,
-       and failed or interrupted masks are tried again first, so their run folders resume.
+    3. a heartbeat thread bumps the `heartbeat` counter while training. A RUNNING trial is dead
+       when its counter has not moved for stale_s of a reader's own monotonic clock (no two
+       machines' wall clocks are compared), or when its process is gone and the reader shares
+       its pid namespace (boot id + namespace: not merely its host name). The next worker fails
+       it, and failed or interrupted masks are tried again first, so their run folders resume.
+       A worker that would stop while another's trial is still of unknown liveness watches it
+       first. Workers are told apart by a random id, not by host and pid.
 
 Before asking, a worker enqueues the next mask it wants tried (a failed one, else the next
 untried seed); Optuna hands out the oldest waiting trial first.
@@ -28,6 +32,7 @@ import random
 import socket
 import threading
 import time
+import uuid
 from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
@@ -42,30 +47,71 @@ if TYPE_CHECKING:
     from firecut.search import Objective, SearchConfig
 
 
+def pid_namespace() -> str | None:
+    """This process's pid namespace, as boot id + namespace inode (Linux): two workers may check
+    each other's pids only when these are equal. Containers sharing a hostname (or a host name
+    reused by another machine) differ here; elsewhere it is None and only heartbeats count."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        return f"{boot}/{os.readlink('/proc/self/ns/pid')}"
+    except OSError:
+        return None
+
+
+class Watch:
+    """A reader's own record of each running trial's heartbeat, on its monotonic clock: a
+    heartbeat is a counter its worker bumps, never compared with the reader's wall clock, so
+    clock skew between machines cannot make a live trial look dead."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic):
+        self.clock = clock
+        self.seen: dict[int, tuple[Any, float, bool]] = {}  # trial id -> (beat, since, ever changed)
+
+    def observe(self, trial_id: int, beat: Any) -> tuple[float, bool]:
+        """(seconds this beat has stood unchanged as far as this reader knows, whether it has
+        been seen to change)."""
+        now = self.clock()
+        old = self.seen.get(trial_id)
+        if old is None or old[0] != beat:
+            self.seen[trial_id] = (beat, now, old is not None)
+            return 0.0, old is not None
+        return now - old[1], old[2]
+
+
 class Ledger:
     """The study's trials read once, classified for the protocol (see the module docstring)."""
 
-    def __init__(self, trials: list, stale_s: float, now: float | None = None):
+    def __init__(self, trials: list, stale_s: float, watch: Watch | None = None):
         from optuna.trial import TrialState
 
         self.S, self.trials, self.stale_s = TrialState, trials, stale_s
-        self.now = time.time() if now is None else now
+        self.watch = watch or Watch()
+        self.here = pid_namespace()
+        self.verdicts = {t._trial_id: self._judge(t) for t in trials if t.state == TrialState.RUNNING}
+
+    def _judge(self, t) -> str:
+        """'dead', 'alive' or 'unsure' (not seen long enough): its process is gone (same pid
+        namespace), or its heartbeat stood still for stale_s of this reader's time."""
+        a = t.user_attrs
+        unchanged_s, changed = self.watch.observe(t._trial_id, a.get("heartbeat"))
+        if unchanged_s > self.stale_s:
+            return "dead"
+        if self.here is not None and a.get("pidns") == self.here and a.get("pid"):
+            try:
+                os.kill(int(a["pid"]), 0)
+            except ProcessLookupError:
+                return "dead"
+            except PermissionError:
+                pass
+            return "alive"
+        return "alive" if changed else "unsure"
 
     def stale(self, t) -> bool:
-        if t.state != self.S.RUNNING:
-            return False
-        start = t.datetime_start.timestamp() if t.datetime_start else self.now
-        beat = t.user_attrs.get("heartbeat") or start
-        if self.now - beat > self.stale_s:
-            return True
-        if t.user_attrs.get("host") == socket.gethostname() and t.user_attrs.get("pid"):
-            try:
-                os.kill(int(t.user_attrs["pid"]), 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
-        return False
+        return self.verdicts.get(t._trial_id) == "dead"
+
+    def unsure(self) -> list:
+        """Running trials whose liveness this reader cannot yet tell."""
+        return [t for t in self.trials if self.verdicts.get(t._trial_id) == "unsure"]
 
     def live(self, t) -> bool:
         return (t.state == self.S.RUNNING and t.user_attrs.get("status", "claim") in ("claim", "confirmed")
@@ -117,10 +163,12 @@ class Worker:
         self.base, self.base_cfgs, self.base_energy_mj, self.fit = base, base_cfgs, base_energy_mj, fit
         self.log = log
         self.trained = 0
+        self.id = uuid.uuid4().hex[:12]  # this worker, in the study: hostnames and pids repeat
+        self.watch = Watch()
 
     def ledger(self) -> Ledger:
         with storage_errors(self.url):
-            return Ledger(self.study.get_trials(deepcopy=False), self.cfg.stale_s)
+            return Ledger(self.study.get_trials(deepcopy=False), self.cfg.stale_s, self.watch)
 
     def _attr(self, trial_id: int, key: str, value: Any) -> None:
         with storage_errors(self.url):
@@ -132,8 +180,9 @@ class Worker:
 
         for t in led.trials:
             if led.stale(t):
-                self.log(f"trial {t.number} ({t.user_attrs.get('host')} pid {t.user_attrs.get('pid')}) "
-                         "stopped without finishing; its mask is tried again")
+                self.log(f"trial {t.number} (worker {t.user_attrs.get('worker', '?')} on "
+                         f"{t.user_attrs.get('host')}, pid {t.user_attrs.get('pid')}) stopped without "
+                         "finishing; its mask is tried again")
                 try:
                     with storage_errors(self.url):
                         self.study._storage.set_trial_user_attr(t._trial_id, "status", "stale")
@@ -164,7 +213,12 @@ class Worker:
             self.tidy(led)
             led = self.ledger()
             if led.used() >= self.cfg.trials:
-                return
+                if not led.unsure():
+                    return
+                # Another worker's trial may be dead (then its mask is retried here) or alive:
+                # watch its heartbeat until it moves or stands still for stale_s.
+                time.sleep(self.beat_period())
+                continue
             if len({mask_of(t) for t in led.trials if led.finished(t)}) >= len(ALL_MASKS):
                 self.log("every one of the 256 masks has been evaluated")
                 return
@@ -179,8 +233,9 @@ class Worker:
         with storage_errors(self.url):
             trial = self.study.ask()
             bits = "".join(str(trial.suggest_categorical(m, (1, 0))) for m in FIRE_NAMES)
-            for k, v in (("mask", bits), ("host", socket.gethostname()), ("pid", os.getpid()),
-                         ("heartbeat", time.time()), ("status", "claim")):
+            for k, v in (("mask", bits), ("worker", self.id), ("host", socket.gethostname()),
+                         ("pidns", pid_namespace()), ("pid", os.getpid()), ("heartbeat", 0),
+                         ("status", "claim")):
                 trial.set_user_attr(k, v)
         source = trial.user_attrs.get("source", "sampler")
         time.sleep(self.cfg.settle_s)
@@ -244,15 +299,21 @@ class Worker:
         if nxt is not None:
             self.enqueue(nxt, {"source": f"near:{bits}"})
 
+    def beat_period(self) -> float:
+        return max(0.5, min(30.0, self.cfg.stale_s / 4))
+
     @contextmanager
     def heartbeat(self, trial_id: int) -> Iterator[None]:
+        """Bumps the trial's `heartbeat` counter every beat_period() seconds while it trains."""
         stop = threading.Event()
-        period = max(0.5, min(30.0, self.cfg.stale_s / 4))
+        period = self.beat_period()
 
         def beat() -> None:
+            n = 0
             while not stop.wait(period):
+                n += 1
                 try:
-                    self.study._storage.set_trial_user_attr(trial_id, "heartbeat", time.time())
+                    self.study._storage.set_trial_user_attr(trial_id, "heartbeat", n)
                 except Exception:
                     pass  # a storage hiccup: the next beat retries
 

@@ -12,6 +12,7 @@ import pytest
 
 from firecut import masks as M
 from firecut import search as S
+from firecut import workers as W
 from firecut.ablate import AblateConfig, train_base
 from firecut.errors import FirecutError
 from firecut.schedules import FIRE_NAMES, load_schedules
@@ -131,11 +132,11 @@ def test_a_rival_claim_wins_and_a_dead_workers_trial_is_retried(tmp_path, base):
     S.run_search(cfg_for(base, trials=1), out, fit=StubFit(), log=lambda m: None)
     study = study_of(out)
     # A live worker (this process stands in) holds Head-1; another, dead one held Head-2.
-    for mask, pid, beat in ((PAPER[1], os.getpid(), time.time()), (PAPER[2], 2 ** 22 + 17, time.time())):
+    for mask, pid, beat in ((PAPER[1], os.getpid(), 7), (PAPER[2], 2 ** 22 + 17, 7)):
         study.enqueue_trial(M.params_of(mask))
         t = study.ask()
-        for k, v in (("mask", mask), ("host", socket.gethostname()), ("pid", pid),
-                     ("heartbeat", beat), ("status", "confirmed")):
+        for k, v in (("mask", mask), ("host", socket.gethostname()), ("pidns", W.pid_namespace()),
+                     ("pid", pid), ("heartbeat", beat), ("status", "confirmed")):
             t.set_user_attr(k, v)
     study.enqueue_trial(M.params_of(PAPER[1]))  # proposed again
     logs, stub = [], StubFit()
@@ -149,6 +150,39 @@ def test_a_rival_claim_wins_and_a_dead_workers_trial_is_retried(tmp_path, base):
     assert [t.user_attrs["mask"] for t in stale] == [PAPER[2]]
     done = [t.user_attrs["mask"] for t in trained_trials(study_of(out))]
     assert len(done) == len(set(done)) == 3  # + the live rival = 4 charged trials
+
+
+
+def test_liveness_reads_heartbeats_on_the_readers_clock_not_the_workers():
+    """A worker whose wall clock is an hour behind stays alive while its counter moves; one on
+    another machine (another pid namespace, the same host name) that stopped is dead once its
+    counter stood still for stale_s of the reader's own time, and only then."""
+    import optuna
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    skewed, stopped = study.ask(), study.ask()
+    for t, worker in ((skewed, "a1"), (stopped, "b2")):
+        for k, v in (("mask", PAPER[0]), ("worker", worker), ("host", socket.gethostname()),
+                     ("pidns", "another-machine/pid:[1]"), ("pid", os.getpid()),  # a pid we do have
+                     ("heartbeat", time.time() - 3600), ("status", "confirmed")):
+            t.set_user_attr(k, v)
+    now = [1000.0]
+    watch = W.Watch(clock=lambda: now[0])
+
+    def verdicts():
+        led = W.Ledger(study.get_trials(), stale_s=60.0, watch=watch)
+        return [led.verdicts[t._trial_id] for t in (skewed, stopped)]
+
+    assert verdicts() == ["unsure", "unsure"]  # an hour-old wall-clock stamp says nothing
+    for _ in range(5):  # 100 s of the reader's time; the skewed worker beats, the other does not
+        now[0] += 20.0
+        skewed.set_user_attr("heartbeat", time.time() - 3600)
+        v = verdicts()
+        assert v[0] == "alive"
+    assert v[1] == "dead" and study.get_trials()[1].state == optuna.trial.TrialState.RUNNING
+    # the same host name in another container: its pid is not looked up in ours
+    led = W.Ledger(study.get_trials(), stale_s=1e9, watch=W.Watch())
+    assert led.verdicts[stopped._trial_id] == "unsure"
 
 
 def test_reports_and_best_pt_from_real_training(tmp_path, base):
