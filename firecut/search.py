@@ -143,6 +143,8 @@ def signature(cfg: SearchConfig, base: str | None) -> dict[str, Any]:
         sig["lam"] = cfg.lam
     if (cfg.energy_preset, cfg.e_ac_pj, cfg.e_mac_pj) != ("45nm-fp32", None, None):  # older studies lack it
         sig["energy"] = [cfg.energy_preset, cfg.e_ac_pj, cfg.e_mac_pj]
+    if cfg.max_energy_mj is not None:  # it steers the samplers: every worker must share it
+        sig["max_energy_mj"] = cfg.max_energy_mj
     if base is not None:
         sig["base_sha256"] = hashlib.sha256(Path(base).read_bytes()).hexdigest()
     return {"dataset": dataset_name(cfg.dataset), **sig}

@@ -203,9 +203,15 @@ class Worker:
                 return bits, {"source": source}
         return None
 
-    def enqueue(self, bits: str, attrs: dict[str, Any]) -> None:
+    def enqueue(self, bits: str, attrs: dict[str, Any], led: Ledger | None = None) -> None:
+        """Queues `bits` for the next ask. A seed or a neighbour is queued once in the study's life
+        (Optuna's skip_if_exists: any trial of these params); a retry (its failed trial has the same
+        params) unless one already waits."""
         with storage_errors(self.url):
-            self.study.enqueue_trial(params_of(bits), user_attrs=attrs)
+            if "retry_of" not in attrs:
+                self.study.enqueue_trial(params_of(bits), user_attrs=attrs, skip_if_exists=True)
+            elif led is None or not any(t.state == led.S.WAITING and mask_of(t) == bits for t in led.trials):
+                self.study.enqueue_trial(params_of(bits), user_attrs=attrs)
 
     def run(self) -> None:
         while True:
@@ -229,7 +235,7 @@ class Worker:
 
         fixed = self.next_fixed(led)
         if fixed is not None:
-            self.enqueue(*fixed)  # the oldest waiting trial is asked first: usually this one
+            self.enqueue(*fixed, led)  # the oldest waiting trial is asked first: usually this one
         with storage_errors(self.url):
             trial = self.study.ask()
             bits = "".join(str(trial.suggest_categorical(m, (1, 0))) for m in FIRE_NAMES)
@@ -271,6 +277,7 @@ class Worker:
             raise
         self.trained += 1
         values = self.obj.value(summary, self.cfg, self.base_energy_mj or 1.0)
+        self.constrain(trial, summary["energy_mj"])
         with storage_errors(self.url):
             for k in ("acc", "f1", "energy_mj", "ac", "mac", "params", "firing_rate", "train_seconds"):
                 trial.set_user_attr(k, summary[k])
@@ -278,6 +285,14 @@ class Worker:
             self.study.tell(trial, list(values))
         self.log(f"trial {trial.number} [{pattern(bits)}] acc {summary['acc']:.4f}  "
                  f"{summary['energy_mj']:.5f} mJ  {summary['params']:,} params")
+
+    def constrain(self, trial, energy_mj: float | None) -> None:
+        """--max-energy-mj as an Optuna constraint, c = energy_mj - budget (feasible: c <= 0):
+        NSGA-II and TPE then prefer masks within the budget, instead of the budget only
+        filtering the result."""
+        if self.cfg.max_energy_mj is not None and energy_mj is not None:
+            with storage_errors(self.url):
+                trial.set_constraint("energy_mj", float(energy_mj) - self.cfg.max_energy_mj)
 
     def redirect(self, trial, bits: str, done, rival, led: Ledger) -> None:
         """A known or claimed mask: record it without training; enqueue the nearest untried one."""
@@ -288,6 +303,7 @@ class Worker:
                 trial.set_user_attr("status", "repeat")
                 trial.set_user_attr("repeat_of", done.number)
                 if done.state == led.S.COMPLETE:
+                    self.constrain(trial, done.user_attrs.get("energy_mj"))
                     self.study.tell(trial, list(done.values))
                 else:
                     self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)

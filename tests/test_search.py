@@ -311,3 +311,56 @@ def test_search_cli_on_real_cifar10(tmp_path):
     again = run_cli(*args)  # the study is complete: nothing is trained, the same report
     assert again.returncode == 0 and again.stdout == proc.stdout
     assert "trial 0 [" not in again.stderr
+
+
+def test_the_optuna_internals_firecut_relies_on_are_still_there():
+    """firecut.workers writes through study._storage (user attributes and states of other workers'
+    trials) and keys trials by FrozenTrial._trial_id; pyproject pins optuna below the next major.
+    If this fails, Optuna changed them: fix firecut.workers before raising that bound."""
+    import inspect
+
+    import optuna
+
+    study = optuna.create_study()
+    assert isinstance(study._storage, optuna.storages.BaseStorage), "Study._storage is gone"
+    for name, params in (("set_trial_user_attr", ["trial_id", "key", "value"]),
+                         ("set_trial_state_values", ["trial_id", "state", "values"]),
+                         ("get_study_id_from_name", ["study_name"]),
+                         ("get_study_user_attrs", ["study_id"])):
+        got = list(inspect.signature(getattr(optuna.storages.BaseStorage, name)).parameters)[1:]
+        assert got[:len(params)] == params, f"BaseStorage.{name} now takes {got}"
+    trial = study.ask()
+    assert study.get_trials()[0]._trial_id == trial._trial_id, "FrozenTrial._trial_id changed"
+    assert "skip_if_exists" in inspect.signature(study.enqueue_trial).parameters
+    assert "set_constraint" in dir(trial) and trial.set_constraint("c", 1.0) is None
+    assert optuna.trial.FrozenTrial.constraints, "FrozenTrial.constraints is gone"
+
+
+def test_the_energy_budget_steers_the_samplers(tmp_path, base):
+    """--max-energy-mj reaches Optuna as each trial's constraint (feasible: <= 0), which NSGA-II
+    and TPE read; told values and the chosen best are unchanged by it."""
+    cfg = cfg_for(base, trials=3, max_energy_mj=0.0085)
+    S.run_search(cfg, tmp_path / "s", fit=StubFit(), log=lambda m: None)
+    trials = trained_trials(study_of(tmp_path / "s"))
+    for t in trials:
+        assert t.constraints == {"energy_mj": pytest.approx(t.user_attrs["energy_mj"] - 0.0085)}
+    assert {c["energy_mj"] <= 0 for t in trials for c in [t.constraints]} == {True, False}
+    assert S.signature(cfg, None)["max_energy_mj"] == 0.0085  # every worker steers alike
+
+
+def test_a_seed_is_queued_once_however_many_workers_queue_it(tmp_path):
+    import optuna
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 's.db'}", study_name="s",
+                                directions=["maximize", "minimize"])
+    worker = W.Worker(cfg_for(None), S.OBJECTIVES["pareto"], None, study, "sqlite://", tmp_path, "", None,
+                      None, StubFit(), lambda m: None)
+    for _ in range(3):
+        worker.enqueue(PAPER[1], {"source": "paper:Head-1"})
+    assert len(study.get_trials()) == 1
+    t = study.ask()
+    study.tell(t, state=optuna.trial.TrialState.FAIL)  # interrupted: its mask is retried, once
+    for _ in range(2):
+        worker.enqueue(PAPER[1], {"source": "paper:Head-1", "retry_of": t.number}, worker.ledger())
+    waiting = [x for x in study.get_trials() if x.state == optuna.trial.TrialState.WAITING]
+    assert len(waiting) == 1 and M.mask_of(waiting[0]) == PAPER[1]
