@@ -623,7 +623,20 @@ def main() -> None:
 
     signal.signal(signal.SIGTERM, _stop_on_sigterm)
     try:
-        app(standalone_mode=True)
+        code = app(standalone_mode=False)  # usage errors come back here, to be said in one line
+        sys.exit(code if isinstance(code, int) else 0)
+    except typer.TyperException as e:  # Click's UsageError family: an unknown option, a bad value
+        if type(e).__name__ == "NoArgsIsHelpError":  # bare `firecut` / `firecut schedules`: help
+            e.show()
+            sys.exit(e.exit_code)
+        ctx = getattr(e, "ctx", None)
+        hint = f"; see `{ctx.command_path} --help`" if ctx is not None else ""
+        message = " ".join(e.format_message().split())
+        print(f"firecut: error: {message}{hint}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except typer.Abort:  # Ctrl-C while Click itself was reading input
+        print("firecut: interrupted", file=sys.stderr)
+        sys.exit(130)
     except FirecutError as e:
         print(f"firecut: error: {e}", file=sys.stderr)
         sys.exit(2)

@@ -118,8 +118,20 @@ def test_help_does_not_import_torch():
     assert out.stdout.strip() == "[]"
 
 
-@pytest.mark.parametrize("args,needles", [
+BAD_INPUT = [
     (["train", "--model", "resnet50", "--dataset", "synthetic"], ["unknown model 'resnet50'", "squeezenet"]),
+    (["train", "--epochs", "abc"], ["invalid value for '--epochs'", "firecut train --help"]),
+    (["models", "--bogus"], ["no such option: --bogus", "firecut models --help"]),
+    (["search", "--dataset", "synthetic", "--trials", "0"], ["--trials must be >= 1"]),
+    (["benchmark", "--dataset", "synthetic", "--models", "vgg16"], ["unknown model(s) vgg16"]),
+    (["report", "nowhere"], ["nowhere: no such folder"]),
+    (["saliency", "nothing.pt", "--dataset", "synthetic"], ["nothing.pt", "does not exist"]),
+    (["export", "nothing.pt"], ["nothing.pt", "does not exist"]),
+    (["predict", "nothing.onnx", "x.png"], ["x.png", "does not exist"]),
+    (["schedules", "list", "--file", "missing.yaml"], ["missing.yaml", "does not exist"]),
+    (["schedules", "show", "Nope-9"], ["Nope-9"]),
+    (["schedules", "validate", "missing.yaml"], ["missing.yaml", "does not exist"]),
+    (["schedules", "generate", "--family", "ref"], ["--family ref needs --from"]),
     (["train", "--dataset", "imagenet"], ["unknown dataset 'imagenet'", ".npz"]),
     (["train", "--dataset", "synthetic", "--preset", "fast"], ["unknown preset 'fast'", "quick"]),
     (["train", "--dataset", "synthetic", "--snn", "--timesteps", "0"], ["--timesteps must be >= 1"]),
@@ -136,7 +148,15 @@ def test_help_does_not_import_torch():
     (["train", "--dataset", "missing/file.npz"], ["does not exist"]),
     (["train", "--dataset", "synthetic", "--cnn", "--init", "x.pt"], ["drop --cnn"]),
     (["evaluate", "nothing.pt", "--dataset", "synthetic"], ["nothing.pt", "does not exist"]),
-])
+]
+
+
+def test_every_command_has_a_bad_input_case():
+    named = {" ".join(args[:2]) if args[0] == "schedules" else args[0] for args, _ in BAD_INPUT}
+    assert named == set(COMMANDS)
+
+
+@pytest.mark.parametrize("args,needles", BAD_INPUT)
 def test_bad_input_is_one_line_and_exit_2(args, needles, tmp_path):
     assert_user_error(run_cli(*args, "--out", tmp_path / "o") if args[0] in ("train", "ablate")
                       else run_cli(*args), *needles)
