@@ -306,12 +306,6 @@ def search(
     batch_size: Optional[int] = typer.Option(None, help="Images per training step \\[default: the preset's]."),
     train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images \\[default: all]."),
     test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images \\[default: all]."),
-    strategy: str = typer.Option("optuna", help="optuna: train each proposed mask | supernet: one weight-sharing training ranks all 256 masks, then fine-tune the top K."),
-    top_k: int = typer.Option(5, help="supernet: masks fine-tuned after the ranking."),
-    supernet_epochs: int = typer.Option(2, help="supernet: epochs of weight-sharing training (one mask's path per step)."),
-    supernet_lr: float = typer.Option(0.02, help="supernet: peak learning rate of the re-made and skip branches."),
-    shared_lr: Optional[float] = typer.Option(None, help="supernet: peak learning rate of the base's own tensors; 0 freezes them \\[default: the fine-tune's rate]."),
-    score_images: int = typer.Option(1000, help="supernet: training images held out to score the masks on."),
     saliency_masks: int = typer.Option(3, help="Seed masks from the base's saliency ranking (drop the 1..K least salient modules)."),
     width: float = typer.Option(1.0, hidden=True, help="Channel width multiplier (tests)."),
     settle_s: float = typer.Option(1.0, hidden=True, help="Seconds between claiming a mask and checking for rivals."),
@@ -328,10 +322,6 @@ def search(
     study starts with the paper's schedules and the saliency ranking's top masks; no mask is
     trained twice. Writes OUT/trials.csv, pareto.md, pareto.png and best.pt. Re-running the same
     command continues to --trials; N workers running it against one --storage share the study.
-
-    --strategy supernet trains one weight-sharing SNN (one mask's path per step), ranks all 256
-    masks with it on held-out training images, and fine-tunes only the --top-k best; it also
-    writes OUT/ranking.csv. Re-running resumes it.
     """
     from firecut.config import default_data_root
     from firecut.data import dataset_name
@@ -344,8 +334,7 @@ def search(
                        finetune_epochs=finetune_epochs, timesteps=timesteps, batch_size=batch_size,
                        train_subset=train_subset, test_subset=test_subset, width=width,
                        device=device.value, saliency_masks=saliency_masks, settle_s=settle_s,
-                       strategy=strategy, top_k=top_k, supernet_epochs=supernet_epochs, supernet_lr=supernet_lr,
-                       shared_lr=shared_lr, score_images=score_images, energy_preset=energy_preset, e_ac_pj=e_ac_pj, e_mac_pj=e_mac_pj)
+                       energy_preset=energy_preset, e_ac_pj=e_ac_pj, e_mac_pj=e_mac_pj)
     out = out or str(Path("runs") / f"search-{dataset_name(dataset)}")
     with _resumable(out):
         report = run_search(cfg, out, log=lambda m: print(m, file=sys.stderr))

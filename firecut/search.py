@@ -9,8 +9,6 @@
     seeds      the paper's Table 3 schedules, then the masks keeping the 7, 6, 5 ... most salient
                modules of the base, are tried first (after any failed mask, which is retried)
     budget     --trials N counts the masks trained in the study by all its workers together
-    supernet   --strategy supernet: one weight-sharing training ranks all 256 masks and only the
-               top K are fine-tuned (firecut/supernet_search.py); no Optuna study
 
 Several workers share a study; how they divide the trials: firecut/workers.py.
 """
@@ -61,15 +59,6 @@ class SearchConfig:
     saliency_masks: int = 3  # seeds: keep the 8-1 .. 8-k most salient modules
     settle_s: float = 1.0  # wait between claiming a mask and checking for a rival claim
     stale_s: float = 600.0  # a RUNNING trial whose heartbeat stood still this long (reader's clock) is dead
-    strategy: str = "optuna"  # see STRATEGIES
-    top_k: int = 5  # supernet: masks fine-tuned after the ranking
-    supernet_epochs: int = 2  # supernet: weight-sharing training epochs
-    supernet_lr: float = 0.02  # supernet: peak learning rate of the re-made and skip branches
-    shared_lr: float | None = None  # supernet: of the base's tensors (None: the fine-tune's; 0 freezes)
-    score_images: int = 1000  # supernet: training images held out to score the masks on
-
-
-STRATEGIES = ("optuna", "supernet")  # one training per mask | one weight-sharing training for all
 
 
 # ------------------------------------------------------------------------------ objectives
@@ -105,8 +94,6 @@ OBJECTIVES: dict[str, Objective] = {
 
 def check_values(cfg: SearchConfig) -> None:
     """Refuses impossible settings before anything is written or trained."""
-    if cfg.strategy not in STRATEGIES:
-        raise FirecutError(f"unknown --strategy '{cfg.strategy}'; choose one of: {', '.join(STRATEGIES)}")
     if cfg.objective not in OBJECTIVES:
         raise FirecutError(f"unknown --objective '{cfg.objective}'; choose one of: {', '.join(OBJECTIVES)}")
     check_preset(cfg.preset)
@@ -278,10 +265,6 @@ def run_search(cfg: SearchConfig, out: str | Path, fit: Callable | None = None,
     fit = fit or default_fit
     out = Path(out)
     check_values(cfg)
-    if cfg.strategy == "supernet":
-        from firecut.supernet_search import run_supernet_search
-
-        return run_supernet_search(cfg, out, fit, log)
     url = cfg.storage or default_url(out)
     out.mkdir(parents=True, exist_ok=True)
     storage = open_storage(url)

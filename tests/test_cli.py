@@ -88,7 +88,7 @@ def test_a_flag_means_one_thing_in_every_command():
 
 
 @pytest.mark.parametrize("command, config, shared", [
-    ("search", "firecut.search:SearchConfig", {"supernet_epochs", "score_images", "top_k", "trials"}),
+    ("search", "firecut.search:SearchConfig", {"trials", "seed", "saliency_masks"}),
     ("ablate", "firecut.ablate:AblateConfig", {"seeds", "preset"}),
     ("benchmark", "firecut.benchmark:BenchmarkConfig", {"seeds", "preset"}),
 ])
