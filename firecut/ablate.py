@@ -7,9 +7,13 @@
                           re-made) and fine-tuned F epochs as an SNN
                 recipe    trained as its own network through the whole recipe: CNN E epochs with
                           the schedule's modules, converted, fine-tuned F epochs (no base)
+                prune-cnn pruned from the base's CNN (OUT/base-cnn, or a CNN --base) and
+                          fine-tuned C epochs as a CNN (--cnn-finetune-epochs), then converted and
+                          fine-tuned F epochs as an SNN: the recipe's order at a fraction of its
+                          cost (one base CNN for all schedules)
                 scratch   an SNN trained from scratch E epochs (no base, no CNN)
               evaluated on the test split with AC/MAC counted; one run folder each:
-              OUT/schedules/NAME-sSEED (recipe: its CNN in OUT/schedules/NAME-sSEED-cnn)
+              OUT/schedules/NAME-sSEED (recipe, prune-cnn: its CNN in OUT/schedules/NAME-sSEED-cnn)
     table     OUT/table.md (Table 3's layout), table.csv, table.json, tradeoff.png
 
 Every step is a resumable run folder, so a killed ablation re-run with the same OUT keeps every
@@ -23,6 +27,7 @@ import csv
 import io
 import json
 import re
+import dataclasses
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -51,7 +56,8 @@ class AblateConfig:
     seeds: int = 1  # fine-tunes per schedule (seeds 0..N-1)
     epochs: int | None = None  # CNN epochs (base, or each schedule's with recipe; scratch: SNN's)
     finetune_epochs: int | None = None  # per-schedule fine-tuning (and the base SNN's) epochs
-    retrain: str = "finetune"  # finetune | recipe | scratch (RETRAIN)
+    retrain: str = "finetune"  # finetune | recipe | prune-cnn | scratch (RETRAIN)
+    cnn_finetune_epochs: int | None = None  # prune-cnn: CNN epochs per schedule [default: E // 6, >= 1]
     timesteps: int | None = None  # T [default: the preset's]
     preset: str | None = "quick"
     batch_size: int | None = None
@@ -68,8 +74,8 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-# How a schedule is re-trained -> whether it needs the trained unpruned base
-RETRAIN: dict[str, bool] = {"finetune": True, "recipe": False, "scratch": False}
+# How a schedule is re-trained -> the trained unpruned base it starts from (None: no base)
+RETRAIN: dict[str, str | None] = {"finetune": "snn", "recipe": None, "prune-cnn": "cnn", "scratch": None}
 
 
 def check_values(ac: AblateConfig) -> None:
@@ -81,7 +87,9 @@ def check_values(ac: AblateConfig) -> None:
         raise FirecutError(f"--retrain {ac.retrain} trains every schedule without a base; drop --base")
     if ac.seeds < 1:
         raise FirecutError("--seeds must be >= 1")
-    check_step_counts(ac)
+    if ac.cnn_finetune_epochs is not None and ac.retrain != "prune-cnn":
+        raise FirecutError(f"--cnn-finetune-epochs is for --retrain prune-cnn, not {ac.retrain}")
+    check_step_counts(ac, ("--cnn-finetune-epochs", ac.cnn_finetune_epochs))
 
 
 def check_settings(ac: AblateConfig, out: Path) -> None:
@@ -91,21 +99,30 @@ def check_settings(ac: AblateConfig, out: Path) -> None:
 
 
 def train_base(ac: AblateConfig, out: Path, fit: Callable, log: Callable[[str], None]) -> str:
-    """The unpruned SNN: CNN (E epochs) -> convert -> fine-tune (F epochs). Returns its checkpoint."""
+    """The unpruned base: CNN (E epochs) -> convert -> fine-tune (F epochs), or (prune-cnn) the CNN
+    alone. Returns its checkpoint."""
+    if RETRAIN[ac.retrain] == "cnn":
+        log("base: squeezenet: training the CNN (seed 0)")
+        fit(validate(step_config(ac, "cnn", 0)), str(out / "base-cnn"))
+        return str(out / "base-cnn" / "best.pt")
     cnn_then_snn(ac, out / "base-cnn", out / "base-snn", fit, lambda m: log("base: " + m))
     return str(out / "base-snn" / "last.pt")
 
 
 def check_base(ac: AblateConfig, base: str) -> tuple[ModelConfig, SpikingConfig]:
-    """A --base must be an unpruned spiking SqueezeNet trained on this dataset."""
+    """A --base must be an unpruned SqueezeNet trained on this dataset: spiking, or (prune-cnn) the
+    clip-quant CNN."""
     from firecut.checkpoint import configs_of, load_checkpoint
     from firecut.data import dataset_name, num_classes_of
 
     ckpt = load_checkpoint(base)
     mc, sc = configs_of(ckpt)
-    if mc.name != "squeezenet" or not sc.enabled:
-        raise FirecutError(f"--base {base} is a {'spiking ' if sc.enabled else ''}{mc.name}; the "
-                           "ablation needs a spiking squeezenet (firecut train --init CNN.pt)")
+    want_snn = RETRAIN[ac.retrain] == "snn"
+    if mc.name != "squeezenet" or sc.enabled != want_snn:
+        need = ("a spiking squeezenet (firecut train --init CNN.pt)" if want_snn else
+                "a squeezenet CNN (firecut train --cnn; its best.pt)")
+        raise FirecutError(f"--base {base} is a {'spiking ' if sc.enabled else ''}{mc.name}; "
+                           f"--retrain {ac.retrain} needs {need}")
     if mc.keep is not None and len(mc.keep) != len(FIRE_NAMES):
         raise FirecutError(f"--base {base} is already pruned ({', '.join(mc.keep)}); "
                            "give the unpruned net")
@@ -129,6 +146,8 @@ def run_schedule(ac: AblateConfig, sched: Schedule, seed: int, base: str | None,
                                 seed=seed, keep=list(sched.keep))
         return {"schedule": sched.name, "keep": list(sched.keep), "seed": seed, **snn,
                 "cnn_acc": cnn["acc"]}
+    if ac.retrain == "prune-cnn":
+        return prune_cnn_then_snn(ac, sched, seed, base, base_cfgs, run, fit)
     if ac.retrain == "scratch" or base_cfgs is None:
         cfg = step_config(ac, "snn-scratch", seed)
         cfg.model.keep = list(sched.keep)
@@ -139,6 +158,31 @@ def run_schedule(ac: AblateConfig, sched: Schedule, seed: int, base: str | None,
         cfg.spiking.timesteps = timesteps
     summary = fit(validate(cfg), str(run))
     return {"schedule": sched.name, "keep": list(sched.keep), "seed": seed, **summary}
+
+
+def cnn_finetune_epochs(ac: AblateConfig) -> int:
+    """prune-cnn's CNN epochs per schedule: given, else a sixth of the recipe's CNN epochs."""
+    if ac.cnn_finetune_epochs is not None:
+        return ac.cnn_finetune_epochs
+    return max(1, step_config(ac, "cnn").train.epochs // 6)
+
+
+def prune_cnn_then_snn(ac: AblateConfig, sched: Schedule, seed: int, base: str,
+                       base_cfgs: tuple[ModelConfig, SpikingConfig], run: Path,
+                       fit: Callable) -> dict[str, Any]:
+    """The base CNN pruned to the schedule (every fitting tensor inherited), fine-tuned C epochs
+    with the recipe's CNN settings, its best checkpoint converted and fine-tuned F epochs."""
+    cnn = step_config(ac, "cnn", seed)
+    cnn.model, cnn.spiking = child_of(*base_cfgs, base, sched.keep)
+    cnn.train.epochs = cnn_finetune_epochs(ac)
+    cnn_dir = run.with_name(run.name + "-cnn")
+    cnn_summary = fit(validate(cnn), str(cnn_dir))
+    snn = step_config(ac, "snn", seed)
+    snn.spiking.init = str(cnn_dir / "best.pt")
+    snn.model = dataclasses.replace(cnn.model, parent=None)  # converted from its own CNN
+    summary = fit(validate(snn), str(run))
+    return {"schedule": sched.name, "keep": list(sched.keep), "seed": seed, **summary,
+            "cnn_acc": cnn_summary["acc"]}
 
 
 def run_ablation(ac: AblateConfig, out: str | Path, fit: Callable | None = None,

@@ -243,11 +243,12 @@ def models(
 def ablate(
     dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | tinyimagenet | PATH.npz"),
     schedules: str = typer.Option("paper.yaml", help="Schedule file (a bare name: a shipped one; see `firecut schedules list`)."),
-    base: Optional[str] = typer.Option(None, help="A trained unpruned SNN checkpoint \\[default: train one here]."),
+    base: Optional[str] = typer.Option(None, help="A trained unpruned SNN checkpoint (prune-cnn: the CNN's) \\[default: train one here]."),
     seeds: int = typer.Option(1, help="Fine-tunes per schedule (mean ± std in the table)."),
     epochs: Optional[int] = typer.Option(None, help="CNN epochs: the base's, or each schedule's with --retrain recipe (the SNN's with scratch) \\[default: the preset's]."),
     finetune_epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs per schedule (and for the base SNN) \\[default: the preset's]."),
-    retrain: str = typer.Option("finetune", help="How each schedule is re-trained: finetune (prune the base SNN, fine-tune) | recipe (its own CNN, converted, fine-tuned) | scratch (an SNN from scratch)."),
+    retrain: str = typer.Option("finetune", help="How each schedule is re-trained: finetune (prune the base SNN, fine-tune) | recipe (its own CNN, converted, fine-tuned) | prune-cnn (prune the base CNN, fine-tune it, convert, fine-tune) | scratch (an SNN from scratch)."),
+    cnn_finetune_epochs: Optional[int] = typer.Option(None, help="prune-cnn: CNN fine-tuning epochs per schedule \\[default: the CNN epochs // 6, at least 1]."),
     from_scratch: bool = typer.Option(False, "--from-scratch", hidden=True, help="Old spelling of --retrain scratch."),
     timesteps: Optional[int] = typer.Option(None, help="SNN time steps T \\[default: the preset's]."),
     preset: str = typer.Option("quick", help=f"{PRESET_HELP}."),
@@ -272,7 +273,8 @@ def ablate(
 
     ac = AblateConfig(dataset=dataset, root=data_root or default_data_root(), schedules=schedules,
                       base=base, seeds=seeds, epochs=epochs, finetune_epochs=finetune_epochs,
-                      retrain="scratch" if from_scratch else retrain, timesteps=timesteps, preset=preset,
+                      retrain="scratch" if from_scratch else retrain, cnn_finetune_epochs=cnn_finetune_epochs,
+                      timesteps=timesteps, preset=preset,
                       batch_size=batch_size, train_subset=train_subset, test_subset=test_subset,
                       device=device.value, energy_preset=energy_preset, e_ac_pj=e_ac_pj, e_mac_pj=e_mac_pj)
     out = out or str(Path("runs") / f"ablate-{dataset_name(dataset)}")

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from firecut import ablate as A
+from firecut.checkpoint import load_checkpoint
 from firecut.errors import FirecutError
 from firecut.schedules import FIRE_NAMES
 
@@ -143,6 +144,34 @@ def test_recipe_retraining_trains_each_schedule_as_its_own_cnn_then_snn(tmp_path
     with pytest.raises(FirecutError, match="without a base; drop --base"):
         A.check_values(small(tmp_path, retrain="recipe", base="b.pt"))
 
+
+
+def test_prune_cnn_prunes_the_base_cnn_fine_tunes_it_then_converts(tmp_path):
+    trained = []
+
+    def recording_fit(cfg, out):
+        trained.append((out.split("/")[-1], cfg.mode(), cfg.model.keep, cfg.train.epochs))
+        return quiet_fit(cfg, out)
+
+    ac = small(tmp_path, retrain="prune-cnn", epochs=2, cnn_finetune_epochs=1)
+    rows = A.run_ablation(ac, tmp_path / "p", fit=recording_fit, log=lambda m: None)
+    assert trained[0] == ("base-cnn", "cnn", None, 2)  # one base, a CNN
+    assert not (tmp_path / "p" / "base-snn").exists()
+    ref1 = ["fire4", "fire6", "fire8", "fire9"]
+    assert ("Ref-1-s0-cnn", "cnn", ref1, 1) in trained and ("Ref-1-s0", "snn", ref1, 1) in trained
+    cnn = load_checkpoint(tmp_path / "p" / "schedules" / "Ref-1-s0-cnn" / "best.pt")
+    assert cnn["arch"]["model"]["parent"] == "../../base-cnn/best.pt"  # pruned from the base CNN
+    snn = load_checkpoint(tmp_path / "p" / "schedules" / "Ref-1-s0" / "best.pt")
+    assert snn["arch"]["spiking"]["init"] == "../Ref-1-s0-cnn/best.pt"  # converted from its own CNN
+    assert [r["keep"] for r in rows] == [list(FIRE_NAMES), ref1, []]
+    runs = json.loads((tmp_path / "p" / "table.json").read_text())["runs"]
+    assert all(0 <= r["cnn_acc"] <= 1 for r in runs) and all(r["spiking"] for r in runs)
+    with pytest.raises(FirecutError, match="needs a squeezenet CNN"):  # an SNN is not the base here
+        A.run_ablation(small(tmp_path, retrain="prune-cnn", base=str(tmp_path / "p" / "schedules" /
+                                                                     "Ref-1-s0" / "best.pt")),
+                       tmp_path / "q", fit=quiet_fit, log=lambda m: None)
+    with pytest.raises(FirecutError, match="--cnn-finetune-epochs is for --retrain prune-cnn"):
+        A.check_values(small(tmp_path, cnn_finetune_epochs=2))
 
 def test_seeds_give_mean_and_std():
     runs = [{"schedule": "A", "params": 10, "epochs": 1, "timesteps": 4, "acc": a, "f1": 0.5, "ac": 1.0,
