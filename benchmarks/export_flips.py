@@ -5,8 +5,8 @@ it (batch 200, this machine's default threads):
 
   batch 50      the source itself, run in batches of 50 (other conv kernels' rounding)
   1 thread      the source itself, with torch.set_num_threads(1)
-  BN folded     the exported graph (firecut.unrolled) in torch: end to end, and teacher-forced
-                layer by layer (firecut.verify.layer_check: which flips one layer of rounding makes,
+  BN folded     the exported graph (firecut.export.unrolled) in torch: end to end, and teacher-forced
+                layer by layer (firecut.export.verify.layer_check: which flips one layer of rounding makes,
                 and how many of them sit behind a gated max-pool)
 
     python benchmarks/export_flips.py runs/quick-snn/best.pt --dataset ../shared/data/cifar10-sub.npz
@@ -21,8 +21,8 @@ import torch
 
 from firecut.checkpoint import load_checkpoint, model_from_checkpoint
 from firecut.data import DeviceLoader, load_data
-from firecut.unrolled import unroll
-from firecut.verify import VerifyConfig, compare, folded_vs_source, layer_check, run_batches
+from firecut.export.unrolled import unroll
+from firecut.export.verify import VerifyConfig, compare, folded_vs_source, layer_check, run_batches
 
 
 def main() -> None:

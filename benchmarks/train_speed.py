@@ -68,7 +68,7 @@ from snntorch_baseline import check_trains, from_firecut, same_function_gap  # n
 
 from firecut.config import ModelConfig, SpikingConfig  # noqa: E402
 from firecut.network import build_network  # noqa: E402
-from firecut.train import cpu_has_bf16, train_autocast  # noqa: E402
+from firecut.training.device import cpu_has_bf16, train_autocast  # noqa: E402
 
 NET = {"act": "relu", "pool": "max"}  # --act, --pool: the CNN's activation and pools
 
@@ -126,9 +126,9 @@ def triton_missing(dev: torch.device) -> str | None:
     if dev.type != "cuda":
         return "CUDA only"
     try:
-        from firecut import triton_lif
+        from firecut.spiking import triton_lif
     except ImportError as e:
-        return f"firecut.triton_lif not importable ({e})"
+        return f"firecut.spiking.triton_lif not importable ({e})"
     with environ({"FIRECUT_TRITON": "1"}):
         if not triton_lif.available(torch.empty(1, device=dev)):
             return "triton not installed"

@@ -2,7 +2,7 @@
 
 Importing this package is cheap (no torch); the library lives in its submodules:
 `firecut.config`, `firecut.data`, `firecut.models`, `firecut.spiking`, `firecut.energy`,
-`firecut.train`. `firecut.load(path)` rebuilds the model of a `firecut export --format pt` file
+`firecut.training`. `firecut.load(path)` rebuilds the model of a `firecut export --format pt` file
 (imported on first use).
 """
 
@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 def __getattr__(name: str):
     if name == "load":  # lazy: `import firecut` stays free of torch
-        from firecut.artifact import load
+        from firecut.export.artifact import load
 
         return load
     raise AttributeError(f"module 'firecut' has no attribute '{name}'")

@@ -34,12 +34,12 @@ from typing import Any, Callable
 
 from firecut.config import ModelConfig, SpikingConfig, child_of, validate
 from firecut.errors import FirecutError
-from firecut.recipe import (check_preset, check_step_counts, cnn_then_snn, field_defaults, pin_settings,
-                             step_config)
+from firecut.training.recipe import (check_preset, check_step_counts, cnn_then_snn, field_defaults,
+                                     pin_settings, step_config)
 from firecut.io import atomic_write_text
 from firecut.runs import folder_lock
 from firecut.tables import METRICS, mean_pm, seed_stats
-from firecut.schedules import FIRE_NAMES, Schedule, load_schedules
+from firecut.pruning.schedules import FIRE_NAMES, Schedule, load_schedules
 
 # The paper's Table 3 (acc, energy mJ), drawn as a reference series in tradeoff.png only.
 PAPER_TABLE3 = {"Baseline": (0.75, 0.0355), "Head-1": (0.77, 0.0241), "Head-2": (0.77, 0.0257),
@@ -188,7 +188,7 @@ def prune_cnn_then_snn(ac: AblateConfig, sched: Schedule, seed: int, base: str,
 def run_ablation(ac: AblateConfig, out: str | Path, fit: Callable | None = None,
                  log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Runs (or resumes) every schedule; writes the tables and plot; returns one row per schedule."""
-    from firecut.train import fit as default_fit
+    from firecut.training.loop import fit as default_fit
 
     fit = fit or default_fit
     out = Path(out)

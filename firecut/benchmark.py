@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from firecut.errors import FirecutError
-from firecut.recipe import check_preset, check_step_counts, cnn_then_snn, field_defaults, pin_settings
+from firecut.training.recipe import (check_preset, check_step_counts, cnn_then_snn, field_defaults,
+                                     pin_settings)
 from firecut.io import atomic_write_text
 from firecut.runs import folder_lock
 from firecut.tables import METRICS, mean_pm, seed_stats
@@ -94,7 +95,7 @@ def run_benchmark(bc: BenchmarkConfig, out: str | Path, fit: Callable | None = N
                   log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Trains (or resumes) every model as CNN and SNN; writes the tables and the plot; returns
     one row per (model, mode)."""
-    from firecut.train import fit as default_fit
+    from firecut.training.loop import fit as default_fit
 
     fit = fit or default_fit
     out = Path(out)

@@ -4,7 +4,7 @@ Counting rule (DESIGN §2), per test image, summed over T steps:
   * a Conv2d/Linear whose input is spikes ({0, c} per channel: binary, or binary times a
     per-channel constant that folds into the weights) adds its exact accumulates to AC: each
     nonzero input times its fan-out inside the layer, borders included. Which inputs are spikes
-    is read from the graph (firecut.spike_graph: an LIF reached through concatenation, shuffle
+    is read from the graph (firecut.spiking.graph: an LIF reached through concatenation, shuffle
     or max-pooling only) and checked on the values; a net torch.fx cannot trace is judged on
     its values alone;
   * a layer with real-valued input adds its dense MACs to MAC: once per image if its input is the
@@ -28,7 +28,7 @@ from torch import nn
 
 from firecut.config import energy_per_op  # presets: config.ENERGY_PRESETS (Horowitz 2014, 45 nm)
 from firecut.errors import FirecutError
-from firecut.spike_graph import input_kinds
+from firecut.spiking.graph import input_kinds
 from firecut.spiking import LIF, SpikingNet
 
 

@@ -28,7 +28,7 @@ import firecut
 from firecut.config import RunConfig
 from firecut.errors import FirecutError
 from firecut.io import atomic_write_text
-from firecut.storage import redact_argv
+from firecut.search.storage import redact_argv
 
 IGNORED_ON_RESUME = {("train", "device"), ("data", "root")}  # may change between a run and its resumption
 

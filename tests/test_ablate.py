@@ -7,7 +7,7 @@ import pytest
 from firecut import ablate as A
 from firecut.checkpoint import load_checkpoint
 from firecut.errors import FirecutError
-from firecut.schedules import FIRE_NAMES
+from firecut.pruning.schedules import FIRE_NAMES
 
 from conftest import assert_user_error, run_cli, shared_file
 
@@ -29,7 +29,7 @@ def small(tmp_path, **kw) -> A.AblateConfig:
 
 
 def quiet_fit(cfg, out):
-    from firecut.train import fit
+    from firecut.training.loop import fit
 
     return fit(cfg, out, show_progress=False)
 
@@ -176,7 +176,7 @@ def test_prune_cnn_prunes_the_base_cnn_fine_tunes_it_then_converts(tmp_path):
 def test_seeds_give_mean_and_std():
     runs = [{"schedule": "A", "params": 10, "epochs": 1, "timesteps": 4, "acc": a, "f1": 0.5, "ac": 1.0,
              "mac": 2.0, "energy_mj": 0.01, "firing_rate": 0.1, "train_seconds": 3.0} for a in (0.5, 0.7)]
-    from firecut.schedules import Schedule
+    from firecut.pruning.schedules import Schedule
 
     (row,) = A.aggregate(runs, [Schedule("A", FIRE_NAMES)])
     assert row["acc"] == pytest.approx(0.6) and row["acc_std"] == pytest.approx(0.1414, rel=1e-3)

@@ -11,7 +11,7 @@ from firecut.models import list_models
 from firecut.models.blocks import SqueezeExcite, channel_shuffle
 from firecut.models.mixnet import MixConv, split_channels
 from firecut.network import build_cnn, build_network, count_params
-from firecut.spike_graph import input_kinds
+from firecut.spiking.graph import input_kinds
 from firecut.spiking import balance_thresholds, convert
 
 # name -> (CNN params, SNN params) on CIFAR-10 with the shared recipe's clip-quant activation,

@@ -19,7 +19,7 @@ def small(**kw) -> B.BenchmarkConfig:
 
 
 def quiet_fit(cfg, out):
-    from firecut.train import fit
+    from firecut.training.loop import fit
 
     return fit(cfg, out, show_progress=False)
 

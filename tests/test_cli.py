@@ -88,7 +88,7 @@ def test_a_flag_means_one_thing_in_every_command():
 
 
 @pytest.mark.parametrize("command, config, shared", [
-    ("search", "firecut.search:SearchConfig", {"trials", "seed", "saliency_masks"}),
+    ("search", "firecut.search.run:SearchConfig", {"trials", "seed", "saliency_masks"}),
     ("ablate", "firecut.ablate:AblateConfig", {"seeds", "preset"}),
     ("benchmark", "firecut.benchmark:BenchmarkConfig", {"seeds", "preset"}),
 ])
@@ -98,12 +98,12 @@ def test_options_default_to_the_library_config(command, config, shared):
     import importlib
     import inspect
 
-    import firecut.cli
+    from firecut.cli.app import COMMANDS
 
     module, name = config.split(":")
     lib = {f.name: f.default for f in dataclasses.fields(getattr(importlib.import_module(module), name))
            if f.default is not dataclasses.MISSING}
-    params = inspect.signature(getattr(firecut.cli, command)).parameters
+    params = inspect.signature(next(fn for fn in COMMANDS if fn.__name__ == command)).parameters
     cli = {n: p.default.default for n, p in params.items() if n in lib and hasattr(p.default, "default")}
     assert shared <= set(cli)
     assert cli == {n: lib[n] for n in cli}

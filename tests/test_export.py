@@ -14,17 +14,17 @@ import torch
 from torch import nn
 
 from conftest import assert_user_error, run_cli, shared_file
-from firecut import artifact as A
-from firecut import export as E
+from firecut.export import artifact as A
+from firecut.export import build as E
 from firecut.checkpoint import load_checkpoint, make_checkpoint, model_from_checkpoint, save_checkpoint
 from firecut.config import ModelConfig, SpikingConfig
 from firecut.data import DeviceLoader, load_synthetic
 from firecut.errors import FirecutError
 from firecut.network import build_network
-from firecut.predict import predict_files
+from firecut.export.predict import predict_files
 from firecut.spiking import LIF, RESETS
-from firecut.unrolled import UnrolledLIF, fold_all_bn, fold_bn, unroll
-from firecut.verify import VerifyConfig
+from firecut.export.unrolled import UnrolledLIF, fold_all_bn, fold_bn, unroll
+from firecut.export.verify import VerifyConfig
 
 KEEP = ["fire2", "fire4", "fire6", "fire9"]
 NETS = {"snn": dict(spiking=True, keep=KEEP), "cnn": dict(spiking=False, keep=None),
@@ -209,7 +209,8 @@ io = torch.load({str(tmp_path / 'io.pt')!r})
 with torch.no_grad():
     assert torch.equal(model(io['x']), io['y'])
 assert model.meta.timesteps == 2 and model.meta.keep == {KEEP!r} and not model.training
-print(sorted(m for m in ('firecut.train', 'firecut.data', 'firecut.export', 'optuna') if m in sys.modules))
+heavy = ('firecut.training.loop', 'firecut.data', 'firecut.export.build', 'optuna')
+print(sorted(m for m in heavy if m in sys.modules))
 """
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -222,7 +223,7 @@ print(sorted(m for m in ('firecut.train', 'firecut.data', 'firecut.export', 'opt
 
 
 def test_the_verdict_rules():
-    from firecut.verify import LayerCheck, judge
+    from firecut.export.verify import LayerCheck, judge
 
     cfg = VerifyConfig()
     ok = LayerCheck(1e-7, True, 5, 10, 10, 1000)

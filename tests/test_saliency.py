@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from firecut.config import ModelConfig, SpikingConfig
 from firecut.errors import FirecutError
 from firecut.network import build_network
-from firecut.saliency import fire_modules, module_saliency, spearman
+from firecut.pruning.saliency import fire_modules, module_saliency, spearman
 
 
 def make_useless(model, name):

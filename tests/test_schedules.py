@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from firecut import schedules as S
+from firecut.pruning import schedules as S
 from firecut.config import ModelConfig, SpikingConfig
 from firecut.errors import FirecutError
 from firecut.models.squeezenet import FIRE_NAMES as MODEL_FIRE_NAMES
@@ -168,10 +168,10 @@ def test_a_wheel_ships_the_schedules_and_finds_them_in_itself(tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
                     str(src), "-w", str(tmp_path / "wheels")], check=True, capture_output=True)
     wheel = next((tmp_path / "wheels").glob("firecut-*.whl"))
-    assert "firecut/schedule_files/paper.yaml" in zipfile.ZipFile(wheel).namelist()
+    assert "firecut/pruning/data/paper.yaml" in zipfile.ZipFile(wheel).namelist()
     site = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(site)  # what pip does with a pure-Python wheel
-    code = ("import firecut.schedules as S; print(S.shipped_dir()); "
+    code = ("import firecut.pruning.schedules as S; print(S.shipped_dir()); "
             "print(len(S.load_schedules('paper.yaml')))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(site)}, check=True)

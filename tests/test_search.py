@@ -10,13 +10,13 @@ import time
 
 import pytest
 
-from firecut import masks as M
-from firecut import search as S
-from firecut import workers as W
+from firecut.pruning import masks as M
+from firecut.search import run as S
+from firecut.search import workers as W
 from firecut.ablate import AblateConfig, train_base
 from firecut.errors import FirecutError
-from firecut.schedules import FIRE_NAMES, load_schedules
-from firecut.search_report import choose_best, knee
+from firecut.pruning.schedules import FIRE_NAMES, load_schedules
+from firecut.search.report import choose_best, knee
 
 from conftest import assert_user_error, run_cli, shared_file
 
@@ -24,7 +24,7 @@ PAPER = [M.bits_of(s.keep) for s in load_schedules("paper.yaml")]
 
 
 def quiet_fit(cfg, out, **kw):
-    from firecut.train import fit
+    from firecut.training.loop import fit
 
     return fit(cfg, out, show_progress=False, **kw)
 
@@ -314,9 +314,9 @@ def test_search_cli_on_real_cifar10(tmp_path):
 
 
 def test_the_optuna_internals_firecut_relies_on_are_still_there():
-    """firecut.workers writes through study._storage (user attributes and states of other workers'
+    """firecut.search.workers writes through study._storage (user attributes and states of other workers'
     trials) and keys trials by FrozenTrial._trial_id; pyproject pins optuna below the next major.
-    If this fails, Optuna changed them: fix firecut.workers before raising that bound."""
+    If this fails, Optuna changed them: fix firecut.search.workers before raising that bound."""
     import inspect
 
     import optuna

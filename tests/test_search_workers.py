@@ -78,7 +78,7 @@ def base(tmp_path_factory):
     out = tmp_path_factory.mktemp("base")
     ac = AblateConfig(dataset="synthetic", root="", epochs=1, finetune_epochs=1, batch_size=64,
                       width=0.25, device="cpu", timesteps=2)
-    from firecut.train import fit
+    from firecut.training.loop import fit
 
     return train_base(ac, out, lambda c, o: fit(c, o, show_progress=False), lambda m: None)
 
@@ -102,7 +102,7 @@ def _two_workers(base, storage: str, outs) -> list[tuple[int, subprocess.Complet
 def _check_study(storage, procs):
     import optuna
 
-    from firecut.storage import open_storage
+    from firecut.search.storage import open_storage
 
     for _, p in procs:
         assert p.returncode == 0, p.stderr

@@ -8,7 +8,7 @@ import pytest
 
 from firecut.config import RunConfig
 from firecut.runs import RunFolder
-from firecut.storage import redact, redact_argv
+from firecut.search.storage import redact, redact_argv
 
 from conftest import REPO, assert_user_error
 

@@ -5,7 +5,11 @@ import json
 import pytest
 import torch
 
-from firecut import train as T
+from firecut.checkpoint import configs_of
+from firecut.training import device as D
+from firecut.training import loop as T
+from firecut.training import metrics as M
+from firecut.training import steps
 from firecut.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from firecut.config import RunConfig, apply_preset, load_yaml, save_yaml, validate
 from firecut.errors import FirecutError
@@ -13,12 +17,12 @@ from firecut.errors import FirecutError
 
 def test_macro_f1_by_hand():
     # classes 0,1,2; true [0,0,1,1,2], pred [0,1,1,1,0]
-    cm = T.confusion(torch.tensor([0, 1, 1, 1, 0]), torch.tensor([0, 0, 1, 1, 2]), 3)
+    cm = M.confusion(torch.tensor([0, 1, 1, 1, 0]), torch.tensor([0, 0, 1, 1, 2]), 3)
     # F1_0 = 2*1/(2+1+1) = .5; F1_1 = 2*2/(4+1+0) = .8; F1_2 = 0
-    assert T.macro_f1(cm) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
+    assert M.macro_f1(cm) == pytest.approx((0.5 + 0.8 + 0.0) / 3)
     # a class absent from both targets and predictions does not count
-    cm4 = T.confusion(torch.tensor([0, 1]), torch.tensor([0, 1]), 4)
-    assert T.macro_f1(cm4) == 1.0
+    cm4 = M.confusion(torch.tensor([0, 1]), torch.tensor([0, 1]), 4)
+    assert M.macro_f1(cm4) == 1.0
 
 
 def tiny_cfg(**train) -> RunConfig:
@@ -51,7 +55,7 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     cfg = tiny_cfg(epochs=3)
     whole = T.fit(cfg, str(tmp_path / "whole"), show_progress=False)
 
-    real_epoch, calls = T.train_epoch, []
+    real_epoch, calls = steps.train_epoch, []
 
     def dies_in_epoch_3(*a, **k):
         calls.append(1)
@@ -59,18 +63,18 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_epoch(*a, **k)
 
-    monkeypatch.setattr(T, "train_epoch", dies_in_epoch_3)
+    monkeypatch.setattr(steps, "train_epoch", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
         T.fit(cfg, str(tmp_path / "cut"), show_progress=False)
     assert not (tmp_path / "cut" / "summary.json").exists()  # no partial result looks whole
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
-    monkeypatch.setattr(T, "train_epoch", real_epoch)
+    monkeypatch.setattr(steps, "train_epoch", real_epoch)
     resumed = T.fit(cfg, str(tmp_path / "cut"), show_progress=False)
     for key in ("acc", "f1", "ac", "mac", "energy_mj", "test_loss"):
         assert resumed[key] == pytest.approx(whole[key], rel=1e-5), key
     assert len((tmp_path / "cut" / "metrics.csv").read_text().splitlines()) == 1 + 3
     # a third run finds the folder complete and trains nothing
-    monkeypatch.setattr(T, "train_epoch", lambda *a, **k: pytest.fail("trained again"))
+    monkeypatch.setattr(steps, "train_epoch", lambda *a, **k: pytest.fail("trained again"))
     assert T.fit(cfg, str(tmp_path / "cut"), show_progress=False)["acc"] == resumed["acc"]
 
 
@@ -191,7 +195,7 @@ def test_bf16_training_on_cpu_tracks_fp32(monkeypatch, spiking, tolerance):
     from firecut.data import DeviceLoader, load_synthetic
     from firecut.network import build_network
 
-    monkeypatch.setattr(T, "cpu_has_bf16", lambda: True)
+    monkeypatch.setattr(D, "cpu_has_bf16", lambda: True)
     cpu = torch.device("cpu")
     data = load_synthetic()
     mean, std = data.norm()
@@ -212,7 +216,7 @@ def test_bf16_training_on_cpu_tracks_fp32(monkeypatch, spiking, tolerance):
         for _ in range(6):
             total = 0.0
             for x, y in batches:
-                with T.train_autocast(cpu, amp):
+                with D.train_autocast(cpu, amp):
                     loss = F.cross_entropy(model(x).float(), y)
                 opt.zero_grad()
                 loss.backward()
@@ -228,13 +232,13 @@ def test_bf16_training_on_cpu_tracks_fp32(monkeypatch, spiking, tolerance):
 
 def test_cpu_autocast_needs_native_bf16_and_evaluation_stays_fp32(monkeypatch):
     cpu = torch.device("cpu")
-    monkeypatch.setattr(T, "cpu_has_bf16", lambda: False)  # emulated bf16 is slower than fp32
-    with T.train_autocast(cpu, True):
+    monkeypatch.setattr(D, "cpu_has_bf16", lambda: False)  # emulated bf16 is slower than fp32
+    with D.train_autocast(cpu, True):
         assert not torch.is_autocast_enabled("cpu")
-    monkeypatch.setattr(T, "cpu_has_bf16", lambda: True)
-    with T.train_autocast(cpu, True):
+    monkeypatch.setattr(D, "cpu_has_bf16", lambda: True)
+    with D.train_autocast(cpu, True):
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
-    with T.train_autocast(cpu, False), T.autocast(cpu, True):
+    with D.train_autocast(cpu, False), D.autocast(cpu, True):
         assert not torch.is_autocast_enabled("cpu")
 
 
@@ -254,7 +258,7 @@ def test_checkpoints_and_exports_hold_no_absolute_paths(tmp_path):
     it records (dataset file, --init CNN) are relative to its own folder and still resolve there."""
     import numpy as np
 
-    from firecut.export import ExportConfig, export_checkpoint
+    from firecut.export.build import ExportConfig, export_checkpoint
 
     rng = np.random.default_rng(0)
     data = tmp_path / "data" / "tiny.npz"
@@ -277,7 +281,7 @@ def test_checkpoints_and_exports_hold_no_absolute_paths(tmp_path):
     recorded = ckpt["config"]["data"]
     assert (recorded["dataset"], recorded["root"]) == ("../../data/tiny.npz", None)
     assert ckpt["arch"]["spiking"]["beta"] is None
-    assert T.configs_of(ckpt)[1].resolved_beta() == 1.0  # still read as converted (IF neurons)
+    assert configs_of(ckpt)[1].resolved_beta() == 1.0  # still read as converted (IF neurons)
     report = export_checkpoint(ExportConfig(str(tmp_path / "runs" / "snn" / "best.pt")))  # finds tiny.npz
     assert report.dataset.endswith("tiny.npz") and report.check.verdict == "exact"
     assert home not in open(report.path, "rb").read()
@@ -336,7 +340,7 @@ def test_a_saved_run_is_replayed_and_varied_from_its_config(tmp_path):
 
 def test_the_recipe_carries_the_energy_model_into_every_run():
     from firecut.ablate import AblateConfig
-    from firecut.recipe import check_step_counts, step_config
+    from firecut.training.recipe import check_step_counts, step_config
 
     ac = AblateConfig(dataset="synthetic", root="", energy_preset="45nm-int8", e_mac_pj=0.5)
     cfg = step_config(ac, "snn")

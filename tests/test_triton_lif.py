@@ -51,8 +51,8 @@ def cases(low_precision=(torch.bfloat16,)) -> list[tuple]:
 def compare(device="cpu", low_precision=(torch.bfloat16,)) -> list[str]:
     """Runs TritonLIF and _FusedLIF over `cases`; returns one line per mismatch."""
     from firecut.spiking import SURROGATES as DERIVS
-    from firecut.spiking import _FusedLIF
-    from firecut.triton_lif import TritonLIF, available
+    from firecut.spiking.lif import _FusedLIF
+    from firecut.spiking.triton_lif import TritonLIF, available
 
     failures = []
     T = 4
@@ -125,7 +125,7 @@ def test_triton_lif_equals_fused_lif_in_interpreter():
 
 
 def test_without_cuda_or_interpreter_lif_uses_torch():
-    from firecut import triton_lif
+    from firecut.spiking import triton_lif
 
     if os.environ.get("TRITON_INTERPRET") == "1":
         pytest.skip("TRITON_INTERPRET=1 is set for the whole run")

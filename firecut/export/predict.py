@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firecut.artifact import open_artifact
+from firecut.export.artifact import open_artifact
 from firecut.errors import FirecutError
 
 

@@ -2,7 +2,7 @@
 there are none, on made inputs: everything below but accuracy).
 
 Three networks take part: the source (the checkpoint's model, as `firecut evaluate` runs it), the
-exported graph (firecut.unrolled: BN folded, neurons unrolled; in torch, in this process) and the
+exported graph (firecut.export.unrolled: BN folded, neurons unrolled; in torch, in this process) and the
 artifact (reloaded from disk, run by its own runtime). All three see the same normalised images.
 
 Why not just "equal within a tolerance": a spiking net is discontinuous. Folding BN changes float
@@ -39,7 +39,7 @@ from torch import nn
 
 from firecut.activations import ClipQuant
 from firecut.spiking import LIF, SpikingMaxPool2d, SpikingNet
-from firecut.unrolled import UnrolledLIF
+from firecut.export.unrolled import UnrolledLIF
 
 
 @dataclass

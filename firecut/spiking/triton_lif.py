@@ -1,4 +1,4 @@
-"""The fused multi-step LIF (`spiking._FusedLIF`) as two Triton kernels, forward and backward.
+"""The fused multi-step LIF (`spiking.lif._FusedLIF`) as two Triton kernels, forward and backward.
 
 Each program owns BLOCK neurons of one step's tensor (N = B*C*H*W of them) and runs the whole
 recurrence over T in registers: the forward reads X once and writes S (and U - thr) once per step;
@@ -29,7 +29,7 @@ import os
 
 import torch
 
-from firecut.spiking import _d_atan, _d_fast_sigmoid, _d_sigmoid
+from firecut.spiking.surrogate import d_atan, d_fast_sigmoid, d_sigmoid
 
 try:  # optional: CPU-only installs run without triton
     import triton
@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover
 
 ATAN, FAST_SIGMOID, SIGMOID = 0, 1, 2  # surrogate, a tl.constexpr
 SUBTRACT, ZERO, NONE = 0, 1, 2  # reset, a tl.constexpr
-_SURROGATES = {_d_atan: ATAN, _d_fast_sigmoid: FAST_SIGMOID, _d_sigmoid: SIGMOID}
+_SURROGATES = {d_atan: ATAN, d_fast_sigmoid: FAST_SIGMOID, d_sigmoid: SIGMOID}
 _RESETS = {"subtract": SUBTRACT, "zero": ZERO, "none": NONE}
 BLOCK = 1024  # neurons per program; 4 warps -> 8 per thread
 

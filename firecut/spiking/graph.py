@@ -22,7 +22,8 @@ import operator
 import torch
 from torch import fx, nn
 
-from firecut.spiking import LIF, SpikingMaxPool2d
+from firecut.spiking.lif import LIF
+from firecut.spiking.net import SpikingMaxPool2d
 
 PRESERVING_MODULES = (nn.Dropout, nn.Identity, nn.MaxPool2d, SpikingMaxPool2d)
 PRESERVING_FUNCTIONS = {torch.cat, operator.getitem, torch.flatten}

@@ -2,10 +2,10 @@
 
     1. load the checkpoint and its model (CPU), and `images` real test images of its dataset
     2. build what the format holds (pt: the model itself; torchscript/onnx: the unrolled graph,
-       BN folded, T fixed) and serialise it with its metadata (firecut.artifact)
+       BN folded, T fixed) and serialise it with its metadata (firecut.export.artifact)
     3. write it atomically to a hidden `.NAME.verifying` file beside the target
     4. reload that file from disk with the format's own runtime, run it on the images, and judge
-       it against the source model (firecut.verify)
+       it against the source model (firecut.export.verify)
     5. passed: rename it to the target. Failed: delete it and raise; the target is not touched.
 So a file at the target path has always passed its check.
 """
@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import torch
 
-from firecut.artifact import SUFFIXES, WRITERS, ArtifactMeta, check_kind, check_name, open_artifact
+from firecut.export.artifact import SUFFIXES, WRITERS, ArtifactMeta, check_kind, check_name, open_artifact
 from firecut.checkpoint import (load_checkpoint, model_from_checkpoint, portable_path, require_fits,
                                 resolve_recorded)
 from firecut.config import default_data_root
@@ -29,9 +29,9 @@ from firecut.data import DeviceLoader, load_data
 from firecut.errors import FirecutError
 from firecut.io import atomic_write_bytes
 from firecut.spiking import SpikingNet
-from firecut.train import model_keep
-from firecut.unrolled import unroll
-from firecut.verify import (Check, VerifyConfig, compare, discontinuous, judge, layer_check,
+from firecut.training.loop import model_keep
+from firecut.export.unrolled import unroll
+from firecut.export.verify import (Check, VerifyConfig, compare, discontinuous, judge, layer_check,
                             run_batches)
 
 
@@ -141,7 +141,7 @@ def _target(cfg: ExportConfig) -> Path:
 
 
 def export_checkpoint(cfg: ExportConfig, log: Callable[[str], None] = lambda m: None) -> ExportReport:
-    """Exports, verifies (see firecut.verify) and writes; raises FirecutError when the check fails."""
+    """Exports, verifies (see firecut.export.verify) and writes; raises FirecutError when the check fails."""
     check_kind(cfg.kind)
     ckpt = load_checkpoint(cfg.checkpoint)
     out = _target(cfg)

@@ -38,13 +38,13 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from firecut.masks import ALL_MASKS, keep_of, mask_of, nearest_free, params_of, pattern
-from firecut.schedules import FIRE_NAMES, Schedule
-from firecut.storage import storage_errors
+from firecut.pruning.masks import ALL_MASKS, keep_of, mask_of, nearest_free, params_of, pattern
+from firecut.pruning.schedules import FIRE_NAMES, Schedule
+from firecut.search.storage import storage_errors
 
 if TYPE_CHECKING:
     from firecut.ablate import AblateConfig
-    from firecut.search import Objective, SearchConfig
+    from firecut.search.run import Objective, SearchConfig
 
 
 def pid_namespace() -> str | None:

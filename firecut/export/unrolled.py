@@ -11,7 +11,7 @@ through the stateless layers, each neuron views them as (T, B, ...). A CNN has n
 
 Folding changes float rounding (one multiply-add instead of a conv then a BN). A spike is a
 discontinuous function of the membrane, and a gated max-pool's choice of the largest running sum
-is discontinuous too, so a spiking net can amplify that rounding; `firecut.verify` says how the
+is discontinuous too, so a spiking net can amplify that rounding; `firecut.export.verify` says how the
 export is checked despite it, and README ("Export and predict") what it measured.
 """
 

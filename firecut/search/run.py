@@ -10,7 +10,7 @@
                modules of the base, are tried first (after any failed mask, which is retried)
     budget     --trials N counts the masks trained in the study by all its workers together
 
-Several workers share a study; how they divide the trials: firecut/workers.py.
+Several workers share a study; how they divide the trials: firecut/search/workers.py.
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from typing import Any, Callable, Iterator
 
 from firecut.ablate import AblateConfig, check_base, train_base
 from firecut.errors import FirecutError
-from firecut.masks import ALL_MASKS, bits_of
-from firecut.recipe import check_preset, check_step_counts
+from firecut.pruning.masks import ALL_MASKS, bits_of
+from firecut.training.recipe import check_preset, check_step_counts
 from firecut.io import atomic_write_text
-from firecut.schedules import load_schedules
-from firecut.storage import check_url, default_url, open_storage, redact, storage_errors
+from firecut.pruning.schedules import load_schedules
+from firecut.search.storage import check_url, default_url, open_storage, redact, storage_errors
 
 
 @dataclass
@@ -207,7 +207,7 @@ def seed_masks(cfg: SearchConfig, base: str, out: Path, log: Callable[[str], Non
         if path.is_file():
             result = json.loads(path.read_text())
         else:
-            from firecut.saliency import saliency_of_checkpoint
+            from firecut.pruning.saliency import saliency_of_checkpoint
 
             log("ranking the base's Fire modules by saliency (seeds for the search)")
             result = saliency_of_checkpoint(base, cfg.dataset, cfg.root, device=cfg.device, seed=cfg.seed)
@@ -244,7 +244,7 @@ def base_energy(cfg: SearchConfig, study, url: str, base: str, out: Path,
     if not cfg.base and summary.is_file():
         e = json.loads(summary.read_text())["energy_mj"]
     else:
-        from firecut.train import evaluate_checkpoint
+        from firecut.training.loop import evaluate_checkpoint
 
         log("counting the base's energy on the test split (for the scalar objective)")
         e = evaluate_checkpoint(base, cfg.dataset, cfg.root, test_subset=cfg.test_subset,
@@ -258,9 +258,9 @@ def run_search(cfg: SearchConfig, out: str | Path, fit: Callable | None = None,
                log: Callable[[str], None] = print) -> dict[str, Any]:
     """Runs (or joins, or resumes) the study until it holds cfg.trials trained masks; writes the
     reports and best.pt; returns the report (rows, front, best, reason)."""
-    from firecut.search_report import write_reports
-    from firecut.workers import Worker
-    from firecut.train import fit as default_fit
+    from firecut.search.report import write_reports
+    from firecut.search.workers import Worker
+    from firecut.training.loop import fit as default_fit
 
     fit = fit or default_fit
     out = Path(out)

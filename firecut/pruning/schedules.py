@@ -129,7 +129,7 @@ def shipped_dir() -> Path:
     schedules/ is a link to the same folder)."""
     from importlib.resources import files
 
-    return Path(str(files("firecut"))) / "schedule_files"
+    return Path(str(files("firecut"))) / "pruning" / "data"
 
 
 def shipped_files() -> list[Path]:

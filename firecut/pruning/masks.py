@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 import random
 
-from firecut.schedules import FIRE_NAMES
+from firecut.pruning.schedules import FIRE_NAMES
 
 ALL_MASKS = ["".join(bits) for bits in itertools.product("10", repeat=len(FIRE_NAMES))]  # 256
 

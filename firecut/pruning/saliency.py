@@ -125,7 +125,7 @@ def saliency_of_checkpoint(path: str, dataset: str, root: str, *, batches: int =
                            batch_size: int = 128, device: str = "auto", seed: int = 0) -> dict[str, Any]:
     """Loads a checkpoint and ranks its Fire modules on `batches` training batches of `dataset`."""
     from firecut.data import DeviceLoader, dataset_name
-    from firecut.train import open_checkpoint
+    from firecut.training.loop import open_checkpoint
 
     if batches < 1:
         raise FirecutError("--batches must be >= 1")

@@ -1,4 +1,4 @@
-"""fit / evaluate: one CNN or SNN trained, evaluated (acc, macro F1) and energy-counted.
+"""fit: one CNN or SNN trained into a resumable run folder, evaluated and energy-counted.
 
 The CNN -> SNN pipeline: `spiking.init` names a trained CNN checkpoint; its weights are kept,
 thresholds are balanced on training batches (ClipQuant: its learned clip), the activations become
@@ -11,12 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from contextlib import contextmanager, nullcontext
 from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import firecut
@@ -24,253 +21,16 @@ from firecut.checkpoint import (configs_of, load_checkpoint, make_checkpoint, mo
                                 portable_path, require_fits, save_checkpoint, shareable_config)
 from firecut.config import RunConfig
 from firecut.data import DeviceLoader, ImageData, dataset_name, load_data
-from firecut.energy import EnergyModel, OpCounter
+from firecut.energy import EnergyModel
 from firecut.errors import FirecutError
 from firecut.network import build_network, count_params, to_spiking
-from firecut.prune import inherit
+from firecut.pruning.inherit import inherit
 from firecut.runs import RunFolder, folder_lock
-from firecut.spiking import SpikingNet, balance_thresholds, is_channels_last
-
-# ------------------------------------------------------------------------------ metrics
-
-
-def confusion(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """(K, K) counts, rows = true class, columns = predicted class."""
-    idx = target.long() * num_classes + pred.long()
-    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes)
-
-
-def macro_f1(cm: torch.Tensor) -> float:
-    """Mean over classes present in targets or predictions of F1 = 2 TP / (2 TP + FP + FN)."""
-    tp = cm.diag().double()
-    fp = cm.sum(0).double() - tp
-    fn = cm.sum(1).double() - tp
-    present = (cm.sum(0) + cm.sum(1)) > 0
-    f1 = 2 * tp / (2 * tp + fp + fn).clamp_min(1)
-    return float(f1[present].mean()) if present.any() else 0.0
-
-
-# ------------------------------------------------------------------------------ devices
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise FirecutError("--device cuda was asked for, but torch sees no CUDA device; "
-                           "use --device cpu or auto")
-    return torch.device(name)
-
-
-def cpu_has_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX): autocast then speeds convs
-    up; without it bf16 is emulated and slower than fp32."""
-    cpu = getattr(torch, "cpu", None)
-    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(cpu, p, lambda: False)() for p in probes)
-
-
-def autocast(device: torch.device, amp: bool):
-    """bf16 autocast for evaluation: on CUDA only, so CPU figures (accuracy, counted spikes)
-    are fp32 whatever the CPU."""
-    if device.type == "cuda" and amp:
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return nullcontext()
-
-
-def train_autocast(device: torch.device, amp: bool):
-    """bf16 autocast for training steps: on CUDA, and on a CPU with native bf16 (with
-    channels_last, a SqueezeNet step is 1.4-2.3x faster there for the CNN, 1.1-1.3x for the SNN).
-    Convs run in bf16; the loss, BN's statistics and the LIF membranes accumulate in fp32."""
-    if amp and (device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())):
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
-
-
-# ------------------------------------------------------------------------------ evaluation
-
-
-def memory_format_of(model: nn.Module) -> torch.memory_format:
-    """channels_last if the model's 4-D weights are stored NHWC, else contiguous_format (a 1x1
-    conv's weight is both, so any weight that tells decides)."""
-    nhwc = any(is_channels_last(p) for p in model.parameters())
-    return torch.channels_last if nhwc else torch.contiguous_format
-
-
-@contextmanager
-def canonical_layout(model: nn.Module):
-    """The model in NCHW for the block, then back in the layout it had: evaluation and counting
-    then give what `firecut evaluate` gives for the checkpoint (a spike is a discontinuous function
-    of the membrane, so the other layout's float rounding moves a few spikes)."""
-    layout = memory_format_of(model)
-    if layout == torch.contiguous_format:
-        yield
-        return
-    model.to(memory_format=torch.contiguous_format)  # in place: the same Parameter objects
-    try:
-        yield
-    finally:
-        model.to(memory_format=layout)
-
-
-@torch.no_grad()
-def evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, *,
-             energy: EnergyModel | None = None, amp: bool = True) -> dict[str, Any]:
-    """Test-set accuracy, macro F1, mean loss; with `energy`, AC/MAC/energy per image too.
-    Runs in NCHW whatever the training layout (`canonical_layout`)."""
-    with canonical_layout(model):
-        return _evaluate(model, loader, num_classes, energy=energy, amp=amp)
-
-
-def _evaluate(model: nn.Module, loader: DeviceLoader, num_classes: int, *,
-              energy: EnergyModel | None, amp: bool) -> dict[str, Any]:
-    model.eval()
-    device = loader.x.device
-    spiking = isinstance(model, SpikingNet)
-    counter = OpCounter(model, model.timesteps if spiking else 1, spiking) if energy else None
-    cm = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
-    loss_sum, n = torch.zeros((), device=device), 0
-    with counter if counter else nullcontext(), autocast(device, amp):
-        for x, y in loader:
-            if counter:
-                counter.begin_batch(len(x))
-            logits = model(x).float()
-            loss_sum += F.cross_entropy(logits, y, reduction="sum")
-            cm += confusion(logits.argmax(1), y, num_classes)
-            n += len(y)
-    out = {"acc": float(cm.diag().sum()) / max(n, 1), "f1": macro_f1(cm),
-           "loss": float(loss_sum) / max(n, 1), "test_images": n}
-    if counter:
-        out.update(counter.report(energy))
-    return out
-
-
-# ------------------------------------------------------------------------------ training parts
-
-
-def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
-    """Weight decay on conv/linear weights only; BN, biases, thresholds and clips are exempt."""
-    t = cfg.train
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    rest = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
-    groups = [{"params": decay, "weight_decay": t.weight_decay},
-              {"params": rest, "weight_decay": 0.0}]
-    if t.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=t.lr)
-
-
-def make_scheduler(opt: torch.optim.Optimizer, steps_per_epoch: int, cfg: RunConfig):
-    """lr(step) = peak * step/warmup during warm-up, then peak * (1 + cos(pi * progress)) / 2."""
-    total = max(1, cfg.train.epochs * steps_per_epoch)
-    warmup = int(cfg.train.warmup_epochs * steps_per_epoch)
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
-
-
-class Progress:
-    """A rich progress bar on stderr (images/s, loss); plain lines when stderr is no terminal."""
-
-    def __init__(self, enabled: bool = True):
-        from rich.console import Console
-
-        self.console = Console(stderr=True)
-        self.enabled = enabled and self.console.is_terminal
-
-    def log(self, msg: str) -> None:
-        self.console.print(msg, highlight=False)
-
-    def bar(self, description: str, total: int):
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn, TimeRemainingColumn)
-
-        if not self.enabled:
-            return _NoBar()
-        p = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                     TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                     console=self.console, transient=True)
-        p.start()
-        p.add_task(description, total=total, info="")
-        return _Bar(p)
-
-
-class _Bar:
-    shown = True
-
-    def __init__(self, p):
-        self.p = p
-
-    def update(self, info: str) -> None:
-        self.p.update(self.p.task_ids[0], advance=1, info=info)
-
-    def close(self) -> None:
-        self.p.stop()
-
-
-class _NoBar:
-    shown = False
-
-    def update(self, info: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-
-def train_epoch(model, loader, opt, sched, cfg: RunConfig, bar) -> dict[str, float]:
-    model.train()
-    device = loader.x.device
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device)
-    n, t0 = 0, time.perf_counter()
-    for i, (x, y) in enumerate(loader):
-        with train_autocast(device, cfg.train.amp):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.train.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        loss_sum += loss.detach() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
-        n += len(y)
-        if bar.shown and (i % 10 == 0 or i == len(loader) - 1):  # float() waits for the device
-            bar.update(f"loss {float(loss_sum) / n:.3f}  {n / (time.perf_counter() - t0):.0f} img/s")
-        else:
-            bar.update("")
-    seconds = time.perf_counter() - t0
-    return {"train_loss": float(loss_sum) / max(n, 1), "train_acc": float(correct) / max(n, 1),
-            "seconds": seconds, "img_s": n / seconds if seconds else 0.0}
-
-
-# ------------------------------------------------------------------------------ fit
-
-
-def compiled(model: nn.Module) -> nn.Module:
-    """torch.compile(model): the same parameters, steps traced and fused on first use."""
-    return torch.compile(model)
-
-
-@contextmanager
-def compile_errors(active: bool):
-    """A failed torch.compile (no C++ compiler, an unsupported op) as one line naming --compile."""
-    if not active:
-        yield
-        return
-    try:
-        yield
-    except Exception as e:
-        if type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
-            first = (str(e).strip().splitlines() or [""])[0][:200]
-            raise FirecutError(f"torch.compile failed ({type(e).__name__}: {first}); train without "
-                               "--compile") from None
-        raise
+from firecut.spiking import SpikingNet, balance_thresholds
+from firecut.training import device as D
+from firecut.training import steps as S
+from firecut.training.metrics import evaluate
+from firecut.training.progress import Progress
 
 
 def _seed(seed: int) -> None:
@@ -346,7 +106,7 @@ def _fit(cfg: RunConfig, out: str, restart: bool, show_progress: bool,
         progress.log(f"{out} is already complete; showing its summary (--restart to train again)")
         return run.read_summary()
     _seed(cfg.train.seed)
-    device = resolve_device(cfg.train.device)
+    device = D.resolve_device(cfg.train.device)
     data = load_data(cfg.data.dataset, cfg.data.root, cfg.data.train_subset, cfg.data.test_subset,
                      cfg.train.seed)
     mc = cfg.model
@@ -373,8 +133,8 @@ def _fit(cfg: RunConfig, out: str, restart: bool, show_progress: bool,
     if len(train_loader) == 0:
         raise FirecutError(f"{len(data.x_train)} training images is fewer than one batch of "
                            f"{cfg.train.batch_size}; lower --batch-size")
-    opt = make_optimizer(model, cfg)
-    sched = make_scheduler(opt, len(train_loader), cfg)
+    opt = S.make_optimizer(model, cfg)
+    sched = S.make_scheduler(opt, len(train_loader), cfg)
     start, best_acc, best_epoch, train_seconds = 0, -1.0, 0, 0.0
     if state == "resume":
         opt.load_state_dict(ckpt["optimizer"])
@@ -403,13 +163,13 @@ def _fit(cfg: RunConfig, out: str, restart: bool, show_progress: bool,
                                train_images=len(data.x_train), **meta, **resume_state)
 
     metrics: dict[str, Any] = {}
-    step_model = compiled(model) if cfg.train.compile else model  # shares the parameters
+    step_model = D.compiled(model) if cfg.train.compile else model  # shares the parameters
     for epoch in range(start, cfg.train.epochs):
         train_loader.epoch = epoch
         bar = progress.bar(f"epoch {epoch + 1}/{cfg.train.epochs}", len(train_loader))
         try:
-            with compile_errors(cfg.train.compile):
-                tr = train_epoch(step_model, train_loader, opt, sched, cfg, bar)
+            with D.compile_errors(cfg.train.compile):
+                tr = S.train_epoch(step_model, train_loader, opt, sched, cfg, bar)
         finally:
             bar.close()
         train_seconds += tr["seconds"]
@@ -497,7 +257,7 @@ def open_checkpoint(path: str, dataset: str, root: str, device: str = "auto", *,
                     train_subset: int | None = None, test_subset: int | None = None):
     """A checkpoint, a dataset it fits, and its model on the device: (ckpt, data, model, dev)."""
     ckpt = load_checkpoint(path)
-    dev = resolve_device(device)
+    dev = D.resolve_device(device)
     data = load_data(dataset, root, train_subset=train_subset, test_subset=test_subset)
     require_fits(ckpt, data.num_classes, data.image_size, str(path))
     return ckpt, data, model_from_checkpoint(ckpt).to(dev), dev

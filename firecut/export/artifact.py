@@ -7,7 +7,7 @@ output averaged over T; a CNN's logits).
 
   pt           torch.save({"meta", "arch", "state_dict"}): the firecut model itself (fused LIF,
                BN unfolded); `load()` rebuilds it with firecut's network code, no training code.
-  torchscript  the unrolled graph (firecut.unrolled: BN folded, T steps as plain ops), traced;
+  torchscript  the unrolled graph (firecut.export.unrolled: BN folded, T steps as plain ops), traced;
                metadata in `_extra_files["firecut.json"]`.
   onnx         the same graph, dynamic batch, input "image", output "scores"; metadata as
                `metadata_props["firecut"]` (JSON).

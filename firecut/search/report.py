@@ -18,10 +18,10 @@ from typing import Any
 
 from firecut.ablate import dominates, pareto_front
 from firecut.errors import FirecutError
-from firecut.masks import keep_of
+from firecut.pruning.masks import keep_of
 from firecut.io import atomic_write_text
-from firecut.schedules import FIRE_NAMES
-from firecut.storage import redact, storage_errors
+from firecut.pruning.schedules import FIRE_NAMES
+from firecut.search.storage import redact, storage_errors
 
 COLUMNS = ("trial", "mask", "source", "state", "acc", "f1", "energy_mj", "ac", "mac", "params",
            "firing_rate", "train_seconds", "objective", "on_front", "host", "run")

@@ -1,0 +1,97 @@
+"""The spiking network: the gated max-pool for inputs that vary over steps, and the wrapper that
+runs a converted model over T steps and averages its readout."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from firecut.errors import FirecutError
+from firecut.spiking.lif import LIF, is_channels_last
+
+
+class SpikingMaxPool2d(nn.Module):
+    """Max-pooling for (T*B, C, H, W) inputs that vary over steps, gated by running sums.
+
+    Per step a plain max over spikes or currents overstates the max of their averages
+    (E[max] >= max E), which at few steps wrecks conversion. Instead each window passes, at step
+    t, the input of the location whose running sum sum_{s<=t} x[s] is largest so far (Rueckauer et
+    al. 2017): the winner's spikes stay spikes, and over T steps the output rate approaches the
+    max of the input rates. With T = 1 it is nn.MaxPool2d (up to sums closer than GRID).
+    """
+
+    GRID = 2.0 ** -10  # running sums this close count as equal (float32 rounding noise is ~1e-6)
+
+    def __init__(self, pool: nn.MaxPool2d, timesteps: int):
+        super().__init__()
+        self.kernel_size, self.stride, self.padding = pool.kernel_size, pool.stride, pool.padding
+        self.dilation, self.ceil_mode = pool.dilation, pool.ceil_mode
+        self.timesteps = timesteps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (T*B, C, H, W)
+        T = self.timesteps
+        xs = x.view(T, -1, *x.shape[1:])  # (T, B, C, H, W)
+        # Sums in float64, rounded to multiples of GRID: currents equal in exact maths (the same
+        # spikes reaching two locations, in any order) then tie exactly, whatever rounding made
+        # them (BN folded into the conv, another kernel, onnxruntime). A tie goes to the location
+        # that won at the previous step (+0.5 on the integer keys), so the output's running sum
+        # stays the winner's. Without this ~10% of predictions move when BN is folded
+        # (benchmarks/export_flips.py).
+        # (x / GRID: GRID is a power of two, so multiplying by its inverse is the same division)
+        keys = xs.detach().to(torch.float64)  # (T, B, C, H, W), running sums made in place:
+        for t in range(1, T):  # the same sequential order as cumsum(0), which on CPU is a slow
+            keys[t].add_(keys[t - 1])  # strided scan over the outermost dim
+        keys.mul_(1 / self.GRID).round_()
+        out, won = [], None
+        for t in range(T):
+            key = keys[t]  # a view: keys is ours, so the tie-break is written into it in place
+            if won is not None:  # (B, C, H', W') flat indices of the last step's winners
+                flat, w = key.flatten(2), won.flatten(2)
+                flat.scatter_(2, w, flat.gather(2, w).add_(0.5))  # repeated winners: same value
+            _, won = torch.nn.functional.max_pool2d(
+                key, self.kernel_size, self.stride, self.padding, self.dilation,
+                ceil_mode=self.ceil_mode, return_indices=True)  # (B, C, H', W') flat H*W indices
+            out.append(xs[t].flatten(2).gather(2, won.flatten(2)).view(won.shape))
+        y = torch.cat(out)  # (T*B, C, H', W')
+        if is_channels_last(x):
+            y = y.contiguous(memory_format=torch.channels_last)  # the layout it came in
+        return y
+
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, T={self.timesteps}"
+
+
+class SpikingNet(nn.Module):
+    """Runs a converted network for T steps on a static image; returns the mean readout.
+
+    forward: (B, C, H, W) -> (T*B rows inside) -> (B, K) = mean over T of the classifier output.
+    """
+
+    def __init__(self, net: nn.Module, timesteps: int):
+        super().__init__()
+        self.net = net
+        self.set_timesteps(timesteps)
+
+    def neurons(self) -> list[LIF]:
+        return [m for m in self.net.modules() if isinstance(m, LIF)]
+
+    @property
+    def encode_once(self) -> bool:
+        return any(n.broadcast_input for n in self.neurons())
+
+    def set_timesteps(self, timesteps: int) -> None:
+        if timesteps < 1:
+            raise FirecutError("--timesteps must be >= 1")
+        self.timesteps = timesteps
+        for m in self.net.modules():
+            if isinstance(m, (LIF, SpikingMaxPool2d)):
+                m.timesteps = timesteps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W)
+        T = self.timesteps
+        if not self.encode_once:
+            x = x.repeat(T, *([1] * (x.dim() - 1)))  # (T*B, C, H, W), t-major
+        y = self.net(x)  # (T*B, K)
+        return y.view(T, -1, *y.shape[1:]).mean(0)  # (B, K)
+
+

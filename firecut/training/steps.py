@@ -1,0 +1,66 @@
+"""One epoch of training: the optimiser (weight decay on conv/linear weights only), the per-step
+schedule (linear warm-up, cosine decay) and the step loop under autocast."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from firecut.config import RunConfig
+from firecut.training.device import train_autocast
+
+
+def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
+    """Weight decay on conv/linear weights only; BN, biases, thresholds and clips are exempt."""
+    t = cfg.train
+    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
+    rest = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    groups = [{"params": decay, "weight_decay": t.weight_decay},
+              {"params": rest, "weight_decay": 0.0}]
+    if t.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=t.lr, momentum=t.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=t.lr)
+
+
+def make_scheduler(opt: torch.optim.Optimizer, steps_per_epoch: int, cfg: RunConfig):
+    """lr(step) = peak * step/warmup during warm-up, then peak * (1 + cos(pi * progress)) / 2."""
+    total = max(1, cfg.train.epochs * steps_per_epoch)
+    warmup = int(cfg.train.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def train_epoch(model, loader, opt, sched, cfg: RunConfig, bar) -> dict[str, float]:
+    model.train()
+    device = loader.x.device
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device)
+    n, t0 = 0, time.perf_counter()
+    for i, (x, y) in enumerate(loader):
+        with train_autocast(device, cfg.train.amp):
+            logits = model(x)
+            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.train.label_smoothing)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        loss_sum += loss.detach() * len(y)
+        correct += (logits.detach().argmax(1) == y).sum()
+        n += len(y)
+        if bar.shown and (i % 10 == 0 or i == len(loader) - 1):  # float() waits for the device
+            bar.update(f"loss {float(loss_sum) / n:.3f}  {n / (time.perf_counter() - t0):.0f} img/s")
+        else:
+            bar.update("")
+    seconds = time.perf_counter() - t0
+    return {"train_loss": float(loss_sum) / max(n, 1), "train_acc": float(correct) / max(n, 1),
+            "seconds": seconds, "img_s": n / seconds if seconds else 0.0}
