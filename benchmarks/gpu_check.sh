@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA checks that firecut's 2-core CPU machines cannot run, as one script for a lent GPU
-# (issue 18): under 8 minutes, with a working tree under 64 MiB.
+# under 8 minutes, with a working tree under 64 MiB.
 #
 #   benchmarks/gpu_check.sh --prepare   here, once, in firecut's venv: writes .gpu/ (git-ignored): a CIFAR-10 subset
 #                                       (5,000 train / 1,000 test images, from ../shared/data) and

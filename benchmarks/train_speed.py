@@ -31,7 +31,7 @@ v_init 0.5, encode_once), built from the same seed:
 its SNN is the converted net: IF neurons, per-channel thresholds) instead of the defaults.
 
 speedup_vs_snntorch = snn_img_s / snntorch_img_s, snn_* = firecut's default path on the device
-(fused on CPU, Triton on CUDA). Targets (issue): CPU (2 cores, B 64, T 4) lif_overhead <= 1.10 and
+(fused on CPU, Triton on CUDA). Targets: CPU (2 cores, B 64, T 4) lif_overhead <= 1.10 and
 speedup_vs_snntorch >= 1.25; CUDA speedup_vs_snntorch >= 3.
 
 A shared machine's speed drifts by tens of percent between runs, so the variants are interleaved:

@@ -28,14 +28,14 @@ import io
 import json
 import re
 import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from firecut.config import ModelConfig, SpikingConfig, child_of, validate
+from firecut.config import (ModelConfig, RecipeConfig, SpikingConfig, child_of, flat_defaults, flat_settings,
+                            validate)
 from firecut.errors import FirecutError
-from firecut.training.recipe import (check_preset, check_step_counts, cnn_then_snn, field_defaults,
-                                     pin_settings, step_config)
+from firecut.training.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings, step_config
 from firecut.io import atomic_write_text
 from firecut.runs import folder_lock
 from firecut.tables import METRICS, mean_pm, seed_stats
@@ -49,25 +49,12 @@ PAPER_TABLE3 = {"Baseline": (0.75, 0.0355), "Head-1": (0.77, 0.0241), "Head-2": 
 
 @dataclass
 class AblateConfig:
-    dataset: str
-    root: str
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     schedules: str = "paper.yaml"  # a schedule file (a bare name: a shipped one)
-    base: str | None = None  # a trained unpruned SNN checkpoint; None = train one here
-    seeds: int = 1  # fine-tunes per schedule (seeds 0..N-1)
-    epochs: int | None = None  # CNN epochs (base, or each schedule's with recipe; scratch: SNN's)
-    finetune_epochs: int | None = None  # per-schedule fine-tuning (and the base SNN's) epochs
+    base: str | None = None  # a trained unpruned checkpoint (RETRAIN says which kind); None = train one
+    seeds: int = 1  # re-trainings per schedule (seeds 0..N-1)
     retrain: str = "finetune"  # finetune | recipe | prune-cnn | scratch (RETRAIN)
     cnn_finetune_epochs: int | None = None  # prune-cnn: CNN epochs per schedule [default: E // 6, >= 1]
-    timesteps: int | None = None  # T [default: the preset's]
-    preset: str | None = "quick"
-    batch_size: int | None = None
-    train_subset: int | None = None
-    test_subset: int | None = None
-    width: float = 1.0  # channel width multiplier (tests)
-    device: str = "auto"
-    energy_preset: str = "45nm-fp32"  # energy per op (config.ENERGY_PRESETS)
-    e_ac_pj: float | None = None  # override: pJ per accumulate
-    e_mac_pj: float | None = None  # override: pJ per multiply-accumulate
 
 
 def _slug(name: str) -> str:
@@ -80,7 +67,7 @@ RETRAIN: dict[str, str | None] = {"finetune": "snn", "recipe": None, "prune-cnn"
 
 def check_values(ac: AblateConfig) -> None:
     """Refuses impossible settings before anything is written to OUT."""
-    check_preset(ac.preset)
+    check_preset(ac.recipe.preset)
     if ac.retrain not in RETRAIN:
         raise FirecutError(f"unknown --retrain '{ac.retrain}'; choose one of: {', '.join(RETRAIN)}")
     if ac.base and not RETRAIN[ac.retrain]:
@@ -89,13 +76,13 @@ def check_values(ac: AblateConfig) -> None:
         raise FirecutError("--seeds must be >= 1")
     if ac.cnn_finetune_epochs is not None and ac.retrain != "prune-cnn":
         raise FirecutError(f"--cnn-finetune-epochs is for --retrain prune-cnn, not {ac.retrain}")
-    check_step_counts(ac, ("--cnn-finetune-epochs", ac.cnn_finetune_epochs))
+    check_step_counts(ac.recipe, ("--cnn-finetune-epochs", ac.cnn_finetune_epochs))
 
 
 def check_settings(ac: AblateConfig, out: Path) -> None:
     """Records the settings in OUT/ablate.yaml; refuses an OUT holding other settings."""
-    pin_settings(out, "ablate.yaml", asdict(ac), "an ablation with different settings",
-                 field_defaults(ac))
+    pin_settings(out, "ablate.yaml", flat_settings(ac), "an ablation with different settings",
+                 flat_defaults(ac))
 
 
 def train_base(ac: AblateConfig, out: Path, fit: Callable, log: Callable[[str], None]) -> str:
@@ -103,9 +90,9 @@ def train_base(ac: AblateConfig, out: Path, fit: Callable, log: Callable[[str], 
     alone. Returns its checkpoint."""
     if RETRAIN[ac.retrain] == "cnn":
         log("base: squeezenet: training the CNN (seed 0)")
-        fit(validate(step_config(ac, "cnn", 0)), str(out / "base-cnn"))
+        fit(validate(step_config(ac.recipe, "cnn", 0)), str(out / "base-cnn"))
         return str(out / "base-cnn" / "best.pt")
-    cnn_then_snn(ac, out / "base-cnn", out / "base-snn", fit, lambda m: log("base: " + m))
+    cnn_then_snn(ac.recipe, out / "base-cnn", out / "base-snn", fit, lambda m: log("base: " + m))
     return str(out / "base-snn" / "last.pt")
 
 
@@ -126,10 +113,10 @@ def check_base(ac: AblateConfig, base: str) -> tuple[ModelConfig, SpikingConfig]
     if mc.keep is not None and len(mc.keep) != len(FIRE_NAMES):
         raise FirecutError(f"--base {base} is already pruned ({', '.join(mc.keep)}); "
                            "give the unpruned net")
-    same_data = ckpt.get("dataset") == dataset_name(ac.dataset)
-    if ckpt["arch"]["num_classes"] != num_classes_of(ac.dataset) or not same_data:
+    same_data = ckpt.get("dataset") == dataset_name(ac.recipe.dataset)
+    if ckpt["arch"]["num_classes"] != num_classes_of(ac.recipe.dataset) or not same_data:
         raise FirecutError(f"--base {base} was trained on {ckpt.get('dataset')} "
-                           f"({ckpt['arch']['num_classes']} classes), not {dataset_name(ac.dataset)}; "
+                           f"({ckpt['arch']['num_classes']} classes), not {dataset_name(ac.recipe.dataset)}; "
                            "give a base trained on this dataset")
     return mc, sc
 
@@ -142,17 +129,17 @@ def run_schedule(ac: AblateConfig, sched: Schedule, seed: int, base: str | None,
     its CNN's accuracy, cnn_acc)."""
     run = out / folder / f"{_slug(sched.name)}-s{seed}"
     if ac.retrain == "recipe":
-        cnn, snn = cnn_then_snn(ac, run.with_name(run.name + "-cnn"), run, fit, lambda m: None,
+        cnn, snn = cnn_then_snn(ac.recipe, run.with_name(run.name + "-cnn"), run, fit, lambda m: None,
                                 seed=seed, keep=list(sched.keep))
         return {"schedule": sched.name, "keep": list(sched.keep), "seed": seed, **snn,
                 "cnn_acc": cnn["acc"]}
     if ac.retrain == "prune-cnn":
         return prune_cnn_then_snn(ac, sched, seed, base, base_cfgs, run, fit)
     if ac.retrain == "scratch" or base_cfgs is None:
-        cfg = step_config(ac, "snn-scratch", seed)
+        cfg = step_config(ac.recipe, "snn-scratch", seed)
         cfg.model.keep = list(sched.keep)
     else:
-        cfg = step_config(ac, "snn", seed)
+        cfg = step_config(ac.recipe, "snn", seed)
         timesteps = cfg.spiking.timesteps
         cfg.model, cfg.spiking = child_of(*base_cfgs, base, sched.keep)
         cfg.spiking.timesteps = timesteps
@@ -164,7 +151,7 @@ def cnn_finetune_epochs(ac: AblateConfig) -> int:
     """prune-cnn's CNN epochs per schedule: given, else a sixth of the recipe's CNN epochs."""
     if ac.cnn_finetune_epochs is not None:
         return ac.cnn_finetune_epochs
-    return max(1, step_config(ac, "cnn").train.epochs // 6)
+    return max(1, step_config(ac.recipe, "cnn").train.epochs // 6)
 
 
 def prune_cnn_then_snn(ac: AblateConfig, sched: Schedule, seed: int, base: str,
@@ -172,12 +159,12 @@ def prune_cnn_then_snn(ac: AblateConfig, sched: Schedule, seed: int, base: str,
                        fit: Callable) -> dict[str, Any]:
     """The base CNN pruned to the schedule (every fitting tensor inherited), fine-tuned C epochs
     with the recipe's CNN settings, its best checkpoint converted and fine-tuned F epochs."""
-    cnn = step_config(ac, "cnn", seed)
+    cnn = step_config(ac.recipe, "cnn", seed)
     cnn.model, cnn.spiking = child_of(*base_cfgs, base, sched.keep)
     cnn.train.epochs = cnn_finetune_epochs(ac)
     cnn_dir = run.with_name(run.name + "-cnn")
     cnn_summary = fit(validate(cnn), str(cnn_dir))
-    snn = step_config(ac, "snn", seed)
+    snn = step_config(ac.recipe, "snn", seed)
     snn.spiking.init = str(cnn_dir / "best.pt")
     snn.model = dataclasses.replace(cnn.model, parent=None)  # converted from its own CNN
     summary = fit(validate(snn), str(run))

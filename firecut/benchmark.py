@@ -17,13 +17,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from firecut.config import RecipeConfig, flat_defaults, flat_settings
 from firecut.errors import FirecutError
-from firecut.training.recipe import (check_preset, check_step_counts, cnn_then_snn, field_defaults,
-                                     pin_settings)
+from firecut.training.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings
 from firecut.io import atomic_write_text
 from firecut.runs import folder_lock
 from firecut.tables import METRICS, mean_pm, seed_stats
@@ -43,22 +43,9 @@ OUTPUTS = ("table1.md", "table2.md", "benchmark.csv", "benchmark.json", "tradeof
 
 @dataclass
 class BenchmarkConfig:
-    dataset: str
-    root: str
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     models: list[str] = field(default_factory=lambda: list(BENCHMARK_MODELS))
     seeds: int = 1  # CNN + SNN trainings per model (seeds 0..N-1)
-    preset: str | None = "quick"
-    epochs: int | None = None  # CNN epochs [default: the preset's]
-    finetune_epochs: int | None = None  # SNN fine-tuning epochs [default: the preset's]
-    timesteps: int | None = None  # T [default: the preset's]
-    batch_size: int | None = None
-    train_subset: int | None = None
-    test_subset: int | None = None
-    width: float = 1.0  # channel width multiplier of every model (tests)
-    device: str = "auto"
-    energy_preset: str = "45nm-fp32"  # energy per op (config.ENERGY_PRESETS)
-    e_ac_pj: float | None = None  # override: pJ per accumulate
-    e_mac_pj: float | None = None  # override: pJ per multiply-accumulate
 
 
 def parse_models(spec: str) -> list[str]:
@@ -79,16 +66,16 @@ def parse_models(spec: str) -> list[str]:
 
 def check_values(bc: BenchmarkConfig) -> None:
     """Refuses impossible settings before anything is written to OUT."""
-    check_preset(bc.preset)
+    check_preset(bc.recipe.preset)
     if bc.seeds < 1:
         raise FirecutError("--seeds must be >= 1")
-    check_step_counts(bc)
+    check_step_counts(bc.recipe)
 
 
 def check_settings(bc: BenchmarkConfig, out: Path) -> None:
     """Records the recipe in OUT/benchmark.yaml; refuses an OUT trained with another one."""
-    mine = {k: v for k, v in asdict(bc).items() if k not in ("models", "seeds")}
-    pin_settings(out, "benchmark.yaml", mine, "a benchmark with a different recipe", field_defaults(bc))
+    mine = {k: v for k, v in flat_settings(bc).items() if k not in ("models", "seeds")}
+    pin_settings(out, "benchmark.yaml", mine, "a benchmark with a different recipe", flat_defaults(bc))
 
 
 def run_benchmark(bc: BenchmarkConfig, out: str | Path, fit: Callable | None = None,
@@ -114,7 +101,7 @@ def _run_benchmark(bc: BenchmarkConfig, out: Path, fit: Callable,
     for seed in range(bc.seeds):
         for i, name in enumerate(bc.models):
             log(f"model {seed * len(bc.models) + i + 1}/{total}: {name} seed {seed}")
-            cnn, snn = cnn_then_snn(bc, out / name / f"cnn-s{seed}", out / name / f"snn-s{seed}",
+            cnn, snn = cnn_then_snn(bc.recipe, out / name / f"cnn-s{seed}", out / name / f"snn-s{seed}",
                                     fit, log, name, seed)
             runs += [{**cnn, "model": name, "mode": "cnn"}, {**snn, "model": name, "mode": "snn"}]
     rows = aggregate(runs, bc.models)
@@ -199,7 +186,7 @@ def write_tables(rows: list[dict[str, Any]], runs: list[dict[str, Any]], out: Pa
     atomic_write_text(out / "benchmark.csv", buf.getvalue())
     per_run = [{k: v for k, v in r.items() if k != "layers"} for r in runs]
     atomic_write_text(out / "benchmark.json", json.dumps(
-        {"kind": "firecut-benchmark", "settings": asdict(bc), "rows": rows, "runs": per_run},
+        {"kind": "firecut-benchmark", "settings": flat_settings(bc), "rows": rows, "runs": per_run},
         indent=2) + "\n")
 
 

@@ -121,6 +121,41 @@ class EnergyConfig:
 
 
 @dataclass
+class RecipeConfig:
+    """The recipe every experiment (ablate, search, benchmark) trains each of its runs with: the
+    data, the preset and the flags that override it, the energy model. `training.recipe` turns it
+    into one RunConfig per step."""
+    dataset: str = "cifar10"  # cifar10 | cifar100 | tinyimagenet | path/to/file.npz
+    root: str = field(default_factory=default_data_root)  # download / cache folder
+    preset: str | None = "quick"  # see PRESETS
+    epochs: int | None = None  # CNN epochs (scratch: the SNN's) [default: the preset's]
+    finetune_epochs: int | None = None  # SNN fine-tuning epochs [default: the preset's]
+    timesteps: int | None = None  # T [default: the preset's]
+    batch_size: int | None = None  # images per step [default: the preset's]
+    train_subset: int | None = None  # images, class-balanced; None = all
+    test_subset: int | None = None  # images, class-balanced; None = all
+    width: float = 1.0  # channel width multiplier of every model (tests)
+    device: str = "auto"  # auto | cpu | cuda
+    energy_preset: str = "45nm-fp32"  # energy per op (ENERGY_PRESETS)
+    e_ac_pj: float | None = None  # override: pJ per accumulate
+    e_mac_pj: float | None = None  # override: pJ per multiply-accumulate
+
+
+def flat_settings(settings: Any) -> dict[str, Any]:
+    """An experiment's settings as one flat mapping (its recipe's fields beside its own), the form
+    OUT/*.yaml pins them in."""
+    d = dataclasses.asdict(settings)
+    return {**d.pop("recipe"), **d}
+
+
+def flat_defaults(settings: Any) -> dict[str, Any]:
+    """The defaults of flat_settings' keys that have one (the data root's depends on the machine)."""
+    out = {f.name: f.default for f in fields(RecipeConfig) if f.default is not dataclasses.MISSING}
+    out.update({f.name: f.default for f in fields(settings) if f.default is not dataclasses.MISSING})
+    return out
+
+
+@dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -174,7 +209,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         # CNN: batch 128 (0.93 ms/image against 1.23 at 64 on 2 cores, bf16 + channels_last),
         # lr 0.1 (0.05 per 64 images, as quick); 4-level clip-quant so that T = L = 4 converts.
         # Max pools, the paper's: at the quick budget average pools convert with less loss but
-        # lose more in the CNN (SNN 0.461 against 0.527; BENCHMARKS.md, issue 18).
+        # lose more in the CNN (SNN 0.461 against 0.527; BENCHMARKS.md).
         "cnn": {"train.epochs": 30, "train.lr": 0.1, "model.act": "clipq", "model.levels": 4,
                 "train.batch_size": 128},
         "snn": {"train.epochs": 8, "train.lr": 0.005, "train.warmup_epochs": 0.0,

@@ -1,6 +1,6 @@
 """Synaptic-operation counting (AC / MAC) and the energy estimate.
 
-Counting rule (DESIGN §2), per test image, summed over T steps:
+Counting rule (docs/concepts.md, "Counting"), per test image, summed over T steps:
   * a Conv2d/Linear whose input is spikes ({0, c} per channel: binary, or binary times a
     per-channel constant that folds into the weights) adds its exact accumulates to AC: each
     nonzero input times its fan-out inside the layer, borders included. Which inputs are spikes

@@ -48,3 +48,15 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+def experiment(cls, **kw):
+    """An ablation/search/benchmark settings object from flat keywords: the recipe's fields go into
+    its RecipeConfig, the rest are the experiment's own."""
+    from dataclasses import fields
+
+    from firecut.config import RecipeConfig
+
+    names = {f.name for f in fields(RecipeConfig)}
+    return cls(RecipeConfig(**{k: v for k, v in kw.items() if k in names}),
+               **{k: v for k, v in kw.items() if k not in names})

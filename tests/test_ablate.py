@@ -9,7 +9,7 @@ from firecut.checkpoint import load_checkpoint
 from firecut.errors import FirecutError
 from firecut.pruning.schedules import FIRE_NAMES
 
-from conftest import assert_user_error, run_cli, shared_file
+from conftest import assert_user_error, experiment, run_cli, shared_file
 
 SCHEDULES = """\
 - name: Full
@@ -25,7 +25,7 @@ def small(tmp_path, **kw) -> A.AblateConfig:
     (tmp_path / "s.yaml").write_text(SCHEDULES)
     base = dict(dataset="synthetic", root="", schedules=str(tmp_path / "s.yaml"), epochs=1,
                 finetune_epochs=1, batch_size=64, width=0.25, device="cpu", timesteps=2)
-    return A.AblateConfig(**{**base, **kw})
+    return experiment(A.AblateConfig, **{**base, **kw})
 
 
 def quiet_fit(cfg, out):
@@ -87,7 +87,7 @@ def test_where_the_data_lives_is_not_pinned(tmp_path):
     for a run folder inside it."""
     import yaml
 
-    from firecut.config import RunConfig
+    from firecut.config import RunConfig, flat_settings
     from firecut.runs import RunFolder
 
     A.check_settings(small(tmp_path, root="/home/me/.cache/firecut/data"), tmp_path / "o")
@@ -95,7 +95,7 @@ def test_where_the_data_lives_is_not_pinned(tmp_path):
     assert "root" not in yaml.safe_load((tmp_path / "o" / "ablate.yaml").read_text())
     old = tmp_path / "old"  # a folder pinned before root was unpinned
     old.mkdir()
-    (old / "ablate.yaml").write_text(yaml.safe_dump({**A.asdict(small(tmp_path)), "root": "/x"}))
+    (old / "ablate.yaml").write_text(yaml.safe_dump({**flat_settings(small(tmp_path)), "root": "/x"}))
     A.check_settings(small(tmp_path, root="/y"), old)
 
     cfg = RunConfig()

@@ -15,7 +15,7 @@ from firecut.spiking.graph import input_kinds
 from firecut.spiking import balance_thresholds, convert
 
 # name -> (CNN params, SNN params) on CIFAR-10 with the shared recipe's clip-quant activation,
-# and the paper's count (DESIGN §1 / issue 5), in thousands
+# and the paper's count (its backbone table), in thousands
 PARAMS = {
     "shufflenetv2": (913_486, 918_210, 911),
     "xception": (1_021_161, 1_026_338, 1_025),

@@ -9,13 +9,13 @@ from firecut.config import ModelConfig, SpikingConfig
 from firecut.errors import FirecutError
 from firecut.network import build_network, count_params
 
-from conftest import assert_user_error, run_cli, shared_file
+from conftest import assert_user_error, experiment, run_cli, shared_file
 
 
 def small(**kw) -> B.BenchmarkConfig:
     base = dict(dataset="synthetic", root="", models=["squeezenet_p", "mnasnet"], epochs=1,
                 finetune_epochs=1, batch_size=64, width=0.25, device="cpu", timesteps=2)
-    return B.BenchmarkConfig(**{**base, **kw})
+    return experiment(B.BenchmarkConfig, **{**base, **kw})
 
 
 def quiet_fit(cfg, out):

@@ -89,8 +89,8 @@ def test_a_flag_means_one_thing_in_every_command():
 
 @pytest.mark.parametrize("command, config, shared", [
     ("search", "firecut.search.run:SearchConfig", {"trials", "seed", "saliency_masks"}),
-    ("ablate", "firecut.ablate:AblateConfig", {"seeds", "preset"}),
-    ("benchmark", "firecut.benchmark:BenchmarkConfig", {"seeds", "preset"}),
+    ("ablate", "firecut.ablate:AblateConfig", {"seeds", "schedules", "retrain"}),
+    ("benchmark", "firecut.benchmark:BenchmarkConfig", {"seeds"}),
 ])
 def test_options_default_to_the_library_config(command, config, shared):
     """The CLI repeats each config's defaults (it must not import the library for --help): they agree."""

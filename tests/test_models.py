@@ -34,7 +34,7 @@ def test_squeezenet_parameter_counts(classes, paper_k):
     snn = count_params(build_network(ModelConfig(), SpikingConfig(enabled=True), classes, 32))
     assert cnn == FEATURES + 513 * classes + 2 * CHANNELS
     assert snn == cnn + CHANNELS  # one learnable threshold per channel
-    assert round(snn / 1000, 1) == paper_k  # DESIGN §1: the paper's counts
+    assert round(snn / 1000, 1) == paper_k  # the paper's counts
 
 
 def test_fire_modules_are_named_and_dropping_rewires_the_next_squeeze():

@@ -20,7 +20,7 @@ from firecut.network import build_network, count_params
 
 from conftest import assert_user_error, run_cli
 
-# DESIGN §1, Table 3 (kept modules, by number)
+# The paper's Table 3 (kept modules, by number)
 TABLE_3 = {
     "Baseline": [2, 3, 4, 5, 6, 7, 8, 9], "Head-1": [2, 3, 4, 5, 9], "Head-2": [2, 3, 4, 5, 8],
     "Tail-1": [2, 5, 6, 7, 8, 9], "Tail-2": [2, 4, 6, 7, 8, 9], "Alt-1": [2, 4, 6, 8],
@@ -117,7 +117,7 @@ def test_table_3_param_counts_follow_the_rule():
     assert all(n < counts["Baseline"] for name, n in counts.items() if name != "Baseline")
     # Pairs that swap modules of the same plan re-wire to the same shapes (F8 and F9 are both
     # 64 -> 256 + 256, and each takes what arrives), so the rule gives them equal counts; the
-    # paper's column differs for these pairs (DESIGN §1: no single rule reproduces it).
+    # paper's column differs for these pairs (no single re-wiring rule reproduces it).
     assert counts["Head-1"] == counts["Head-2"] == 310_858
     assert counts["Tail-1"] == counts["Tail-2"] == 673_290
     assert counts["Alt-1"] == counts["Alt-2"] == 362_058  # the paper: 362,030 and 363,050

@@ -18,7 +18,7 @@ from firecut.errors import FirecutError
 from firecut.pruning.schedules import FIRE_NAMES, load_schedules
 from firecut.search.report import choose_best, knee
 
-from conftest import assert_user_error, run_cli, shared_file
+from conftest import assert_user_error, experiment, run_cli, shared_file
 
 PAPER = [M.bits_of(s.keep) for s in load_schedules("paper.yaml")]
 
@@ -33,8 +33,8 @@ def quiet_fit(cfg, out, **kw):
 def base(tmp_path_factory):
     """A tiny trained spiking SqueezeNet on the synthetic set (the search's starting point)."""
     out = tmp_path_factory.mktemp("base")
-    ac = AblateConfig(dataset="synthetic", root="", epochs=1, finetune_epochs=1, batch_size=64,
-                      width=0.25, device="cpu", timesteps=2)
+    ac = experiment(AblateConfig, dataset="synthetic", root="", epochs=1, finetune_epochs=1, batch_size=64,
+                    width=0.25, device="cpu", timesteps=2)
     return train_base(ac, out, quiet_fit, lambda m: None)
 
 
@@ -59,7 +59,7 @@ class StubFit:
 def cfg_for(base, **kw) -> S.SearchConfig:
     d = dict(dataset="synthetic", root="", trials=6, base=base, epochs=1, finetune_epochs=1,
              batch_size=64, width=0.25, device="cpu", timesteps=2, saliency_masks=0, settle_s=0.01)
-    return S.SearchConfig(**{**d, **kw})
+    return experiment(S.SearchConfig, **{**d, **kw})
 
 
 def study_of(out, name="firecut-search"):

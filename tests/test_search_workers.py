@@ -20,7 +20,7 @@ import pytest
 
 from firecut.ablate import AblateConfig, train_base
 
-from conftest import REPO
+from conftest import REPO, experiment
 
 TRIALS = 6
 
@@ -76,8 +76,8 @@ def postgres():
 @pytest.fixture(scope="module")
 def base(tmp_path_factory):
     out = tmp_path_factory.mktemp("base")
-    ac = AblateConfig(dataset="synthetic", root="", epochs=1, finetune_epochs=1, batch_size=64,
-                      width=0.25, device="cpu", timesteps=2)
+    ac = experiment(AblateConfig, dataset="synthetic", root="", epochs=1, finetune_epochs=1, batch_size=64,
+                    width=0.25, device="cpu", timesteps=2)
     from firecut.training.loop import fit
 
     return train_base(ac, out, lambda c, o: fit(c, o, show_progress=False), lambda m: None)

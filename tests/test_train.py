@@ -339,11 +339,11 @@ def test_a_saved_run_is_replayed_and_varied_from_its_config(tmp_path):
 
 
 def test_the_recipe_carries_the_energy_model_into_every_run():
-    from firecut.ablate import AblateConfig
+    from firecut.config import RecipeConfig
     from firecut.training.recipe import check_step_counts, step_config
 
-    ac = AblateConfig(dataset="synthetic", root="", energy_preset="45nm-int8", e_mac_pj=0.5)
-    cfg = step_config(ac, "snn")
+    recipe = RecipeConfig(dataset="synthetic", root="", energy_preset="45nm-int8", e_mac_pj=0.5)
+    cfg = step_config(recipe, "snn")
     assert (cfg.energy.preset, cfg.energy.e_ac_pj, cfg.energy.e_mac_pj) == ("45nm-int8", None, 0.5)
     with pytest.raises(FirecutError, match="unknown energy preset '7nm'"):
-        check_step_counts(AblateConfig(dataset="synthetic", root="", energy_preset="7nm"))
+        check_step_counts(RecipeConfig(dataset="synthetic", root="", energy_preset="7nm"))

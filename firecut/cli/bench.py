@@ -8,28 +8,16 @@ from typing import Optional
 
 import typer
 
-from firecut.cli.common import Device, command, resumable
-from firecut.config import ENERGY_HELP, PRESET_HELP
+from firecut.cli.common import command, resumable, with_recipe
+from firecut.config import ENERGY_HELP, RecipeConfig
 
 
 @command(epilog="Example: firecut benchmark --preset quick --dataset ../shared/data/cifar10-sub.npz --models all")
+@with_recipe
 def benchmark(
-    dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | tinyimagenet | PATH.npz"),
+    recipe: RecipeConfig,
     models: str = typer.Option("all", help="all (the paper's six) or a comma list of registered models (see `firecut models`)."),
     seeds: int = typer.Option(1, help="CNN + SNN trainings per model (mean ± std in the tables)."),
-    preset: str = typer.Option("quick", help=f"{PRESET_HELP}."),
-    epochs: Optional[int] = typer.Option(None, help="CNN epochs \\[default: the preset's]."),
-    finetune_epochs: Optional[int] = typer.Option(None, help="SNN fine-tuning epochs \\[default: the preset's]."),
-    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T \\[default: the preset's]."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per training step \\[default: the preset's]."),
-    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images \\[default: all]."),
-    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images \\[default: all]."),
-    width: float = typer.Option(1.0, hidden=True, help="Channel width multiplier of every model (tests)."),
-    data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
-    device: Device = typer.Option(Device.auto, help="Training device \\[default: auto]."),
-    energy_preset: str = typer.Option("45nm-fp32", help=f"Energy per op (e_AC/e_MAC): {ENERGY_HELP}."),
-    e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
-    e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
     out: Optional[str] = typer.Option(None, help="Output folder \\[default: runs/benchmark-DATASET]."),
 ):
     """Tables 1 and 2: train each model as a CNN and as its spiking twin with one shared recipe.
@@ -40,14 +28,10 @@ def benchmark(
     command resumes: every finished run is kept.
     """
     from firecut.benchmark import BenchmarkConfig, parse_models, run_benchmark, table1_markdown, table2_markdown
-    from firecut.config import default_data_root
     from firecut.data import dataset_name
 
-    bc = BenchmarkConfig(dataset=dataset, root=data_root or default_data_root(), models=parse_models(models),
-                         seeds=seeds, preset=preset, epochs=epochs, finetune_epochs=finetune_epochs,
-                         timesteps=timesteps, batch_size=batch_size, train_subset=train_subset,
-                         test_subset=test_subset, width=width, device=device.value, energy_preset=energy_preset, e_ac_pj=e_ac_pj, e_mac_pj=e_mac_pj)
-    out = out or str(Path("runs") / f"benchmark-{dataset_name(dataset)}")
+    bc = BenchmarkConfig(recipe, models=parse_models(models), seeds=seeds)
+    out = out or str(Path("runs") / f"benchmark-{dataset_name(recipe.dataset)}")
     with resumable(out):
         rows = run_benchmark(bc, out, log=lambda m: print(m, file=sys.stderr))
     sys.stdout.write(table1_markdown(rows) + "\n" + table2_markdown(rows))

@@ -10,32 +10,21 @@ from typing import Optional
 
 import typer
 
-from firecut.cli.common import Device, command, resumable
-from firecut.config import ENERGY_HELP, PRESET_HELP
+from firecut.cli.common import Device, command, resumable, with_recipe
+from firecut.config import RecipeConfig
 from firecut.errors import FirecutError
 
 
 @command(epilog="Example: firecut ablate --preset quick --dataset ../shared/data/cifar10-sub.npz --out runs/ablate")
+@with_recipe
 def ablate(
-    dataset: str = typer.Option("cifar10", help="cifar10 | cifar100 | tinyimagenet | PATH.npz"),
+    recipe: RecipeConfig,
     schedules: str = typer.Option("paper.yaml", help="Schedule file (a bare name: a shipped one; see `firecut schedules list`)."),
     base: Optional[str] = typer.Option(None, help="A trained unpruned SNN checkpoint (prune-cnn: the CNN's) \\[default: train one here]."),
     seeds: int = typer.Option(1, help="Fine-tunes per schedule (mean ± std in the table)."),
-    epochs: Optional[int] = typer.Option(None, help="CNN epochs: the base's, or each schedule's with --retrain recipe (the SNN's with scratch) \\[default: the preset's]."),
-    finetune_epochs: Optional[int] = typer.Option(None, help="Fine-tuning epochs per schedule (and for the base SNN) \\[default: the preset's]."),
     retrain: str = typer.Option("finetune", help="How each schedule is re-trained: finetune (prune the base SNN, fine-tune) | recipe (its own CNN, converted, fine-tuned) | prune-cnn (prune the base CNN, fine-tune it, convert, fine-tune) | scratch (an SNN from scratch)."),
     cnn_finetune_epochs: Optional[int] = typer.Option(None, help="prune-cnn: CNN fine-tuning epochs per schedule \\[default: the CNN epochs // 6, at least 1]."),
     from_scratch: bool = typer.Option(False, "--from-scratch", hidden=True, help="Old spelling of --retrain scratch."),
-    timesteps: Optional[int] = typer.Option(None, help="SNN time steps T \\[default: the preset's]."),
-    preset: str = typer.Option("quick", help=f"{PRESET_HELP}."),
-    batch_size: Optional[int] = typer.Option(None, help="Images per training step \\[default: the preset's]."),
-    train_subset: Optional[int] = typer.Option(None, help="Train on N class-balanced images \\[default: all]."),
-    test_subset: Optional[int] = typer.Option(None, help="Evaluate on N class-balanced test images \\[default: all]."),
-    data_root: Optional[str] = typer.Option(None, help="Download/cache folder \\[default: $FIRECUT_DATA, else ~/.cache/firecut/data]."),
-    device: Device = typer.Option(Device.auto, help="Training device \\[default: auto]."),
-    energy_preset: str = typer.Option("45nm-fp32", help=f"Energy per op (e_AC/e_MAC): {ENERGY_HELP}."),
-    e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
-    e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
     out: Optional[str] = typer.Option(None, help="Output folder \\[default: runs/ablate-DATASET]."),
 ):
     """The Fire-module ablation (Table 3): re-train each schedule (--retrain), evaluate, count.
@@ -44,16 +33,11 @@ def ablate(
     the same command resumes: every finished schedule is kept.
     """
     from firecut.ablate import AblateConfig, run_ablation, table_markdown
-    from firecut.config import default_data_root
     from firecut.data import dataset_name
 
-    ac = AblateConfig(dataset=dataset, root=data_root or default_data_root(), schedules=schedules,
-                      base=base, seeds=seeds, epochs=epochs, finetune_epochs=finetune_epochs,
-                      retrain="scratch" if from_scratch else retrain, cnn_finetune_epochs=cnn_finetune_epochs,
-                      timesteps=timesteps, preset=preset,
-                      batch_size=batch_size, train_subset=train_subset, test_subset=test_subset,
-                      device=device.value, energy_preset=energy_preset, e_ac_pj=e_ac_pj, e_mac_pj=e_mac_pj)
-    out = out or str(Path("runs") / f"ablate-{dataset_name(dataset)}")
+    ac = AblateConfig(recipe, schedules=schedules, base=base, seeds=seeds,
+                      retrain="scratch" if from_scratch else retrain, cnn_finetune_epochs=cnn_finetune_epochs)
+    out = out or str(Path("runs") / f"ablate-{dataset_name(recipe.dataset)}")
     with resumable(out):
         rows = run_ablation(ac, out, log=lambda m: print(m, file=sys.stderr))
     sys.stdout.write(table_markdown(rows))

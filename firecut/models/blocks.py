@@ -3,7 +3,7 @@
 Every activation is `act_layer(channels)`, one module per use, so the converter can swap each for
 its own LIF neuron. What stays real-valued in a spiking net is explicit here: a conv + BN without
 activation (linear bottlenecks, Xception's depthwise half), residual sums and the
-squeeze-excitation gate; the counter charges the layers they feed as MAC (DESIGN §2).
+squeeze-excitation gate; the counter charges the layers they feed as MAC (docs/concepts.md).
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ CNN, trained as such). An average of currents is linear, so the spiking net appl
 step with no gating: mean over T of avgpool(x[t]) = avgpool(mean over T of x[t]) exactly, where
 a max-pool's running-sum gate only approaches max(mean) as T grows.
 
-Dropping a Fire module (DESIGN §2): it leaves the sequence, the pools stay where they were (in
+Dropping a Fire module (docs/concepts.md): it leaves the sequence, the pools stay where they were (in
 the last kept block before their position), and the next kept module's squeeze conv (or the
 classifier) takes the channels that now arrive. 64x64 inputs work unchanged.
 """

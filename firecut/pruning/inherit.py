@@ -1,6 +1,6 @@
 """Pruning by inheritance: a child network takes every tensor of its parent that still fits.
 
-Dropping Fire modules (DESIGN §2) changes only the input width of the next kept module's squeeze
+Dropping Fire modules (docs/concepts.md) changes only the input width of the next kept module's squeeze
 conv (or the classifier); every other tensor keeps its name (modules are named fire2..fire9) and
 its shape, and is copied from the parent. The re-wired convs keep their fresh initialisation.
 """

@@ -11,7 +11,7 @@ For comparison, the exact loss change of that removal on the same batches, with 
     loss_increase_m = L(g_m = 0) - L(g = 1)
 
 and the Spearman rank correlation between the two. Structural removal (the next squeeze conv
-re-wired, DESIGN §2) needs fine-tuning to mean anything; that is what `firecut ablate` does.
+re-wired, docs/concepts.md) needs fine-tuning to mean anything; that is what `firecut ablate` does.
 """
 
 from __future__ import annotations

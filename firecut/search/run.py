@@ -18,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from firecut.ablate import AblateConfig, check_base, train_base
+from firecut.config import RecipeConfig, flat_settings
 from firecut.errors import FirecutError
 from firecut.pruning.masks import ALL_MASKS, bits_of
 from firecut.training.recipe import check_preset, check_step_counts
@@ -33,8 +34,7 @@ from firecut.search.storage import check_url, default_url, open_storage, redact,
 
 @dataclass
 class SearchConfig:
-    dataset: str
-    root: str
+    recipe: RecipeConfig = field(default_factory=RecipeConfig)
     trials: int = 50  # masks trained in the study, all workers together
     objective: str = "pareto"  # see OBJECTIVES
     lam: float = 0.2  # scalar: accuracy given up per unit of relative energy
@@ -43,18 +43,6 @@ class SearchConfig:
     storage: str | None = None  # an Optuna storage URL; None = sqlite:///OUT/study.db
     study: str = "firecut-search"
     seed: int = 0  # sampler seed and every mask's fine-tuning seed
-    preset: str | None = "quick"
-    epochs: int | None = None  # base CNN epochs
-    finetune_epochs: int | None = None  # per-mask (and base SNN) fine-tuning epochs
-    timesteps: int | None = None
-    batch_size: int | None = None
-    train_subset: int | None = None
-    test_subset: int | None = None
-    width: float = 1.0
-    device: str = "auto"
-    energy_preset: str = "45nm-fp32"  # energy per op (config.ENERGY_PRESETS)
-    e_ac_pj: float | None = None  # override: pJ per accumulate
-    e_mac_pj: float | None = None  # override: pJ per multiply-accumulate
     population: int = 12  # NSGA-II population (the seeds fill the first generation)
     saliency_masks: int = 3  # seeds: keep the 8-1 .. 8-k most salient modules
     settle_s: float = 1.0  # wait between claiming a mask and checking for a rival claim
@@ -96,7 +84,7 @@ def check_values(cfg: SearchConfig) -> None:
     """Refuses impossible settings before anything is written or trained."""
     if cfg.objective not in OBJECTIVES:
         raise FirecutError(f"unknown --objective '{cfg.objective}'; choose one of: {', '.join(OBJECTIVES)}")
-    check_preset(cfg.preset)
+    check_preset(cfg.recipe.preset)
     if cfg.trials < 1:
         raise FirecutError(f"--trials must be >= 1 (got {cfg.trials})")
     if cfg.trials > len(ALL_MASKS):
@@ -106,16 +94,12 @@ def check_values(cfg: SearchConfig) -> None:
         raise FirecutError("--lambda must be >= 0")
     if cfg.max_energy_mj is not None and cfg.max_energy_mj <= 0:
         raise FirecutError("--max-energy-mj must be > 0")
-    check_step_counts(cfg, ("--population", cfg.population))
+    check_step_counts(cfg.recipe, ("--population", cfg.population))
     check_url(cfg.storage or "sqlite:///study.db")
 
 
 def _ablate_config(cfg: SearchConfig) -> AblateConfig:
-    return AblateConfig(dataset=cfg.dataset, root=cfg.root, base=cfg.base, seeds=1, epochs=cfg.epochs,
-                        finetune_epochs=cfg.finetune_epochs, timesteps=cfg.timesteps, preset=cfg.preset,
-                        batch_size=cfg.batch_size, train_subset=cfg.train_subset,
-                        test_subset=cfg.test_subset, width=cfg.width, device=cfg.device,
-                        energy_preset=cfg.energy_preset, e_ac_pj=cfg.e_ac_pj, e_mac_pj=cfg.e_mac_pj)
+    return AblateConfig(cfg.recipe, base=cfg.base, seeds=1)
 
 
 def signature(cfg: SearchConfig, base: str | None) -> dict[str, Any]:
@@ -125,16 +109,17 @@ def signature(cfg: SearchConfig, base: str | None) -> dict[str, Any]:
 
     keep = ("preset", "epochs", "finetune_epochs", "timesteps", "batch_size", "train_subset",
             "test_subset", "width", "objective", "seed")
-    sig = {k: v for k, v in asdict(cfg).items() if k in keep}
+    sig = {k: v for k, v in flat_settings(cfg).items() if k in keep}
     if cfg.objective == "scalar":
         sig["lam"] = cfg.lam
-    if (cfg.energy_preset, cfg.e_ac_pj, cfg.e_mac_pj) != ("45nm-fp32", None, None):  # older studies lack it
-        sig["energy"] = [cfg.energy_preset, cfg.e_ac_pj, cfg.e_mac_pj]
+    r = cfg.recipe
+    if (r.energy_preset, r.e_ac_pj, r.e_mac_pj) != ("45nm-fp32", None, None):  # older studies lack it
+        sig["energy"] = [r.energy_preset, r.e_ac_pj, r.e_mac_pj]
     if cfg.max_energy_mj is not None:  # it steers the samplers: every worker must share it
         sig["max_energy_mj"] = cfg.max_energy_mj
     if base is not None:
         sig["base_sha256"] = hashlib.sha256(Path(base).read_bytes()).hexdigest()
-    return {"dataset": dataset_name(cfg.dataset), **sig}
+    return {"dataset": dataset_name(cfg.recipe.dataset), **sig}
 
 
 def refuse_other_settings(cfg: SearchConfig, url: str, old: dict[str, Any], sig: dict[str, Any]) -> None:
@@ -161,7 +146,7 @@ def check_before_training(cfg: SearchConfig, storage: Any, url: str) -> None:
     if old is not None:
         sig = signature(cfg, None)
         refuse_other_settings(cfg, url, {k: v for k, v in old.items() if k != "base_sha256"}, sig)
-    load_data(cfg.dataset, cfg.root, train_subset=1, test_subset=1)
+    load_data(cfg.recipe.dataset, cfg.recipe.root, train_subset=1, test_subset=1)
 
 
 @contextmanager
@@ -210,7 +195,8 @@ def seed_masks(cfg: SearchConfig, base: str, out: Path, log: Callable[[str], Non
             from firecut.pruning.saliency import saliency_of_checkpoint
 
             log("ranking the base's Fire modules by saliency (seeds for the search)")
-            result = saliency_of_checkpoint(base, cfg.dataset, cfg.root, device=cfg.device, seed=cfg.seed)
+            r = cfg.recipe
+            result = saliency_of_checkpoint(base, r.dataset, r.root, device=r.device, seed=cfg.seed)
             atomic_write_text(path, json.dumps(result, indent=2) + "\n")
         ranked = [r["module"] for r in sorted(result["modules"], key=lambda r: -r["saliency"])]
         for k in range(1, min(cfg.saliency_masks, len(ranked) - 1) + 1):
@@ -247,8 +233,8 @@ def base_energy(cfg: SearchConfig, study, url: str, base: str, out: Path,
         from firecut.training.loop import evaluate_checkpoint
 
         log("counting the base's energy on the test split (for the scalar objective)")
-        e = evaluate_checkpoint(base, cfg.dataset, cfg.root, test_subset=cfg.test_subset,
-                                device=cfg.device)["energy_mj"]
+        e = evaluate_checkpoint(base, cfg.recipe.dataset, cfg.recipe.root,
+                                test_subset=cfg.recipe.test_subset, device=cfg.recipe.device)["energy_mj"]
     with storage_errors(url):
         study.set_user_attr("base_energy_mj", e)
     return float(e)

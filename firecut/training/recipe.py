@@ -1,22 +1,21 @@
 """The shared recipe: one RunConfig per step, and the CNN -> convert -> fine-tune pipeline.
 
-The ablation, the search and the benchmark all train the same way (DESIGN §1: one recipe for
-every model and dataset): the CNN with the preset's clip-quant activation, then its best
-checkpoint converted (threshold = learned clip) and fine-tuned as an SNN. `settings` is any of
-their config dataclasses: it carries dataset, root, preset, epochs, finetune_epochs, timesteps,
-batch_size, train_subset, test_subset, width, device and the energy model.
+The ablation, the search and the benchmark all train the same way (one recipe for every model
+and dataset, a `config.RecipeConfig` each of their settings holds): the CNN with the preset's
+clip-quant activation, then its best checkpoint converted (threshold = learned clip) and
+fine-tuned as an SNN.
 """
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
-from firecut.config import PRESETS, ModelConfig, RunConfig, apply_preset, energy_per_op, validate
+from firecut.config import (PRESETS, ModelConfig, RecipeConfig, RunConfig, apply_preset, energy_per_op,
+                            validate)
 from firecut.errors import FirecutError
 from firecut.io import atomic_write_text
 
@@ -26,19 +25,14 @@ def check_preset(preset: str | None) -> None:
         raise FirecutError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
 
 
-def check_step_counts(settings: Any, *extra: tuple[str, int | None]) -> None:
+def check_step_counts(recipe: RecipeConfig, *extra: tuple[str, int | None]) -> None:
     """--epochs, --finetune-epochs, --timesteps, --batch-size (and `extra` (flag, value) pairs)
     must be >= 1 where given; the energy preset must exist and overrides be >= 0."""
-    energy_per_op(settings.energy_preset, settings.e_ac_pj, settings.e_mac_pj)
-    for flag, v in (("--epochs", settings.epochs), ("--finetune-epochs", settings.finetune_epochs),
-                    ("--timesteps", settings.timesteps), ("--batch-size", settings.batch_size), *extra):
+    energy_per_op(recipe.energy_preset, recipe.e_ac_pj, recipe.e_mac_pj)
+    for flag, v in (("--epochs", recipe.epochs), ("--finetune-epochs", recipe.finetune_epochs),
+                    ("--timesteps", recipe.timesteps), ("--batch-size", recipe.batch_size), *extra):
         if v is not None and v < 1:
             raise FirecutError(f"{flag} must be >= 1")
-
-
-def field_defaults(settings: Any) -> dict[str, Any]:
-    """The defaults of a settings dataclass's fields that have one."""
-    return {f.name: f.default for f in dataclasses.fields(settings) if f.default is not dataclasses.MISSING}
 
 
 UNPINNED = ("root", "device")  # where the data lives and what trains it: not what a run *is*
@@ -62,41 +56,41 @@ def pin_settings(out: Path, filename: str, mine: dict[str, Any], refusal: str,
         atomic_write_text(path, yaml.safe_dump(mine, sort_keys=False))
 
 
-def step_config(settings: Any, mode: str, seed: int = 0, model: str = "squeezenet") -> RunConfig:
+def step_config(recipe: RecipeConfig, mode: str, seed: int = 0, model: str = "squeezenet") -> RunConfig:
     """A RunConfig for one step: 'cnn', 'snn' (from a trained net) or 'snn-scratch'."""
     cfg = RunConfig()
     cfg.spiking.enabled = mode != "cnn"
-    apply_preset(cfg, settings.preset, mode)
+    apply_preset(cfg, recipe.preset, mode)
     cfg.model.name = model
-    cfg.data.dataset, cfg.data.root = settings.dataset, settings.root
-    cfg.data.train_subset, cfg.data.test_subset = settings.train_subset, settings.test_subset
-    cfg.model.width = settings.width
-    cfg.train.seed, cfg.train.device = seed, settings.device
-    cfg.energy.preset = settings.energy_preset
-    cfg.energy.e_ac_pj, cfg.energy.e_mac_pj = settings.e_ac_pj, settings.e_mac_pj
-    epochs = settings.finetune_epochs if mode == "snn" else settings.epochs
+    cfg.data.dataset, cfg.data.root = recipe.dataset, recipe.root
+    cfg.data.train_subset, cfg.data.test_subset = recipe.train_subset, recipe.test_subset
+    cfg.model.width = recipe.width
+    cfg.train.seed, cfg.train.device = seed, recipe.device
+    cfg.energy.preset = recipe.energy_preset
+    cfg.energy.e_ac_pj, cfg.energy.e_mac_pj = recipe.e_ac_pj, recipe.e_mac_pj
+    epochs = recipe.finetune_epochs if mode == "snn" else recipe.epochs
     if epochs is not None:
         cfg.train.epochs = epochs
-    for value, section, key in ((settings.timesteps, "spiking", "timesteps"),
-                                (settings.batch_size, "train", "batch_size")):
+    for value, section, key in ((recipe.timesteps, "spiking", "timesteps"),
+                                (recipe.batch_size, "train", "batch_size")):
         if value is not None:
             setattr(getattr(cfg, section), key, value)
     return cfg
 
 
-def cnn_then_snn(settings: Any, cnn_dir: Path, snn_dir: Path, fit: Callable,
+def cnn_then_snn(recipe: RecipeConfig, cnn_dir: Path, snn_dir: Path, fit: Callable,
                  log: Callable[[str], None], model: str = "squeezenet", seed: int = 0,
                  keep: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
     """Trains the CNN (with Fire modules `keep`, None = the model's own) into `cnn_dir`, converts
     its best checkpoint and fine-tunes the SNN into `snn_dir` (both resumable run folders);
     returns their summaries."""
     log(f"{model}: training the CNN (seed {seed})")
-    cnn = step_config(settings, "cnn", seed, model)
+    cnn = step_config(recipe, "cnn", seed, model)
     cnn.model.keep = list(keep) if keep is not None else None
     cnn = validate(cnn)
     cnn_summary = fit(cnn, str(cnn_dir))
     log(f"{model}: converting to an SNN and fine-tuning (seed {seed})")
-    snn = step_config(settings, "snn", seed, model)
+    snn = step_config(recipe, "snn", seed, model)
     snn.spiking.init = str(Path(cnn_dir) / "best.pt")
     snn.model = ModelConfig(**asdict(cnn.model))  # the converted net keeps the CNN's activation
     return cnn_summary, fit(validate(snn), str(snn_dir))
