@@ -6,7 +6,9 @@ LIF neurons. A checkpoint stores the two configs, so the same path rebuilds it b
 
 from __future__ import annotations
 
+import functools
 import inspect
+from typing import Callable
 
 import torch
 from torch import nn
@@ -15,7 +17,7 @@ from firecut.activations import make_act
 from firecut.config import ModelConfig, SpikingConfig
 from firecut.errors import FirecutError
 from firecut.models import get_builder
-from firecut.spiking import SpikingNet, convert
+from firecut.spiking import LIF, SpikingNet, convert
 
 
 def check_pool(mc: ModelConfig) -> dict[str, str]:
@@ -42,10 +44,15 @@ def to_spiking(cnn: nn.Module, sc: SpikingConfig, image_size: int,
                thresholds: dict[str, float] | None = None) -> SpikingNet:
     """Converts `cnn` in place; thresholds from balancing, else `sc.threshold` everywhere."""
     example = torch.zeros(2, 3, image_size, image_size, device=next(cnn.parameters()).device)
-    return convert(cnn, example, sc.timesteps, beta=sc.resolved_beta(), thresholds=thresholds,
-                   default_threshold=sc.threshold, learn_threshold=sc.learn_threshold,
-                   surrogate_name=sc.surrogate, surrogate_param=sc.surrogate_param,
-                   v_init=sc.v_init, scale_output=True, encode_once=sc.encode_once, reset=sc.reset)
+    return convert(cnn, example, sc.timesteps, neuron=neuron_factory(sc), thresholds=thresholds,
+                   default_threshold=sc.threshold, encode_once=sc.encode_once)
+
+
+def neuron_factory(sc: SpikingConfig) -> Callable[..., LIF]:
+    """The LIF neurons a spiking config asks for; conversion adds width, threshold and T."""
+    return functools.partial(LIF, beta=sc.resolved_beta(), learn_threshold=sc.learn_threshold,
+                             surrogate_name=sc.surrogate, surrogate_param=sc.surrogate_param,
+                             v_init=sc.v_init, scale_output=True, reset=sc.reset)
 
 
 def build_network(mc: ModelConfig, sc: SpikingConfig, num_classes: int, image_size: int) -> nn.Module:

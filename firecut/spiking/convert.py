@@ -4,7 +4,7 @@ activation for an LIF neuron and each max-pool after the first neuron for the ga
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 from torch import nn
@@ -89,17 +89,17 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
-def convert(model: nn.Module, example: torch.Tensor, timesteps: int, *, beta: float = 1.0,
-            thresholds: dict[str, float] | None = None, default_threshold: float = 1.0,
-            learn_threshold: bool = True, surrogate_name: str = "atan",
-            surrogate_param: float | None = None, v_init: float = 0.5, scale_output: bool = True,
-            encode_once: bool = True, reset: str = "subtract") -> SpikingNet:
-    """Swaps every activation of `model` (in place) for an LIF neuron, and every max-pool after
+def convert(model: nn.Module, example: torch.Tensor, timesteps: int, *,
+            neuron: Callable[..., nn.Module] = LIF, thresholds: dict[str, float] | None = None,
+            default_threshold: float = 1.0, encode_once: bool = True) -> SpikingNet:
+    """Swaps every activation of `model` (in place) for a spiking neuron, and every max-pool after
     the first neuron for a SpikingMaxPool2d; keeps all weights.
 
-    Thresholds come from `thresholds` (balancing) or `default_threshold`; with `scale_output`
-    the spike amplitude is the threshold, so a converted layer passes on what the CNN's
-    activation did, in rate. `example` is a (B, C, H, W) input used to trace layer widths.
+    `neuron(channels, threshold=, timesteps=, broadcast_input=)` makes each neuron: LIF by
+    default, or any factory with the neuron's own settings bound, e.g.
+    functools.partial(LIF, beta=0.9, reset="zero"). Thresholds come from `thresholds`
+    (balancing) or `default_threshold`. `example` is a (B, C, H, W) input used to trace layer
+    widths; with `encode_once` the first neuron broadcasts its input over the T steps.
     """
     order = trace_order(model, example)
     acts = trace_activations(model, example)
@@ -108,11 +108,8 @@ def convert(model: nn.Module, example: torch.Tensor, timesteps: int, *, beta: fl
                            f"({', '.join(c.__name__ for c in CONVERTIBLE)})")
     for i, (name, channels) in enumerate(acts):
         thr = (thresholds or {}).get(name, default_threshold)
-        neuron = LIF(channels, beta=beta, threshold=thr, learn_threshold=learn_threshold,
-                     surrogate_name=surrogate_name, surrogate_param=surrogate_param,
-                     v_init=v_init, scale_output=scale_output, timesteps=timesteps,
-                     broadcast_input=encode_once and i == 0, reset=reset)
-        _set_module(model, name, neuron)
+        _set_module(model, name, neuron(channels, threshold=thr, timesteps=timesteps,
+                                        broadcast_input=encode_once and i == 0))
     first_act = next(i for i, (_, m, _) in enumerate(order) if isinstance(m, CONVERTIBLE))
     for name, m, _ in order[first_act:]:  # pools before the first neuron see static input
         if isinstance(m, nn.MaxPool2d):
