@@ -31,7 +31,7 @@ def small(tmp_path, **kw) -> A.AblateConfig:
 def quiet_fit(cfg, out):
     from firecut.training.loop import fit
 
-    return fit(cfg, out, show_progress=False)
+    return fit(cfg, out)
 
 
 def test_ablation_resumes_after_a_kill_between_schedules(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ def small(**kw) -> B.BenchmarkConfig:
 def quiet_fit(cfg, out):
     from firecut.training.loop import fit
 
-    return fit(cfg, out, show_progress=False)
+    return fit(cfg, out)
 
 
 def test_models_option():

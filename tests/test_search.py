@@ -26,7 +26,7 @@ PAPER = [M.bits_of(s.keep) for s in load_schedules("paper.yaml")]
 def quiet_fit(cfg, out, **kw):
     from firecut.training.loop import fit
 
-    return fit(cfg, out, show_progress=False, **kw)
+    return fit(cfg, out, **kw)
 
 
 @pytest.fixture(scope="module")

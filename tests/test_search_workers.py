@@ -80,7 +80,7 @@ def base(tmp_path_factory):
                     width=0.25, device="cpu", timesteps=2)
     from firecut.training.loop import fit
 
-    return train_base(ac, out, lambda c, o: fit(c, o, show_progress=False), lambda m: None)
+    return train_base(ac, out, lambda c, o: fit(c, o), lambda m: None)
 
 
 def _two_workers(base, storage: str, outs) -> list[tuple[int, subprocess.CompletedProcess]]:

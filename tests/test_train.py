@@ -39,7 +39,7 @@ def tiny_cfg(**train) -> RunConfig:
 
 def test_fit_learns_synthetic_and_writes_a_complete_run(tmp_path):
     cfg = tiny_cfg(epochs=6, lr=0.1, batch_size=32)
-    s = T.fit(cfg, str(tmp_path / "run"), show_progress=False)
+    s = T.fit(cfg, str(tmp_path / "run"))
     assert s["acc"] > 0.5  # 10 classes: chance is 0.1
     assert s["ac"] == 0 and s["mac"] > 0 and s["firing_rate"] is None
     files = {p.name for p in (tmp_path / "run").iterdir()}
@@ -53,7 +53,7 @@ def test_fit_learns_synthetic_and_writes_a_complete_run(tmp_path):
 
 def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     cfg = tiny_cfg(epochs=3)
-    whole = T.fit(cfg, str(tmp_path / "whole"), show_progress=False)
+    whole = T.fit(cfg, str(tmp_path / "whole"))
 
     real_epoch, calls = steps.train_epoch, []
 
@@ -65,41 +65,41 @@ def test_interrupted_run_resumes_to_the_same_result(tmp_path, monkeypatch):
 
     monkeypatch.setattr(steps, "train_epoch", dies_in_epoch_3)
     with pytest.raises(KeyboardInterrupt):
-        T.fit(cfg, str(tmp_path / "cut"), show_progress=False)
+        T.fit(cfg, str(tmp_path / "cut"))
     assert not (tmp_path / "cut" / "summary.json").exists()  # no partial result looks whole
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == 2
     monkeypatch.setattr(steps, "train_epoch", real_epoch)
-    resumed = T.fit(cfg, str(tmp_path / "cut"), show_progress=False)
+    resumed = T.fit(cfg, str(tmp_path / "cut"))
     for key in ("acc", "f1", "ac", "mac", "energy_mj", "test_loss"):
         assert resumed[key] == pytest.approx(whole[key], rel=1e-5), key
     assert len((tmp_path / "cut" / "metrics.csv").read_text().splitlines()) == 1 + 3
     # a third run finds the folder complete and trains nothing
     monkeypatch.setattr(steps, "train_epoch", lambda *a, **k: pytest.fail("trained again"))
-    assert T.fit(cfg, str(tmp_path / "cut"), show_progress=False)["acc"] == resumed["acc"]
+    assert T.fit(cfg, str(tmp_path / "cut"))["acc"] == resumed["acc"]
 
 
 def test_out_folder_with_other_settings_is_refused(tmp_path):
-    T.fit(tiny_cfg(epochs=1), str(tmp_path / "r"), show_progress=False)
+    T.fit(tiny_cfg(epochs=1), str(tmp_path / "r"))
     with pytest.raises(FirecutError, match="different settings.*train.epochs"):
-        T.fit(tiny_cfg(epochs=2), str(tmp_path / "r"), show_progress=False)
-    assert T.fit(tiny_cfg(epochs=2), str(tmp_path / "r"), restart=True, show_progress=False)["epochs"] == 2
+        T.fit(tiny_cfg(epochs=2), str(tmp_path / "r"))
+    assert T.fit(tiny_cfg(epochs=2), str(tmp_path / "r"), restart=True)["epochs"] == 2
 
 
 def test_a_run_that_failed_before_any_epoch_does_not_block_the_folder(tmp_path):
     bad = tiny_cfg(epochs=1)
     bad.data.dataset = str(tmp_path / "missing.npz")
     with pytest.raises(FirecutError, match="does not exist"):
-        T.fit(bad, str(tmp_path / "r"), show_progress=False)
-    assert T.fit(tiny_cfg(epochs=1), str(tmp_path / "r"), show_progress=False)["dataset"] == "synthetic"
+        T.fit(bad, str(tmp_path / "r"))
+    assert T.fit(tiny_cfg(epochs=1), str(tmp_path / "r"))["dataset"] == "synthetic"
 
 
 def test_snn_from_cnn_checkpoint_and_checkpoint_round_trip(tmp_path):
     cnn_cfg = tiny_cfg(epochs=2, lr=0.1)
     cnn_cfg.model.act = "clipq"
-    T.fit(cnn_cfg, str(tmp_path / "cnn"), show_progress=False)
+    T.fit(cnn_cfg, str(tmp_path / "cnn"))
     snn_cfg = tiny_cfg(epochs=1, lr=0.01)
     snn_cfg.spiking.enabled, snn_cfg.spiking.init = True, str(tmp_path / "cnn" / "best.pt")
-    s = T.fit(validate(snn_cfg), str(tmp_path / "snn"), show_progress=False)
+    s = T.fit(validate(snn_cfg), str(tmp_path / "snn"))
     assert s["spiking"] and s["timesteps"] == 4 and s["ac"] > 0 and 0 < s["firing_rate"] < 1
     stem = next(r for r in s["layers"] if r["name"].endswith("stem.conv"))
     assert stem["input"] == "real-static" and s["mac"] == stem["mac"]  # only the encoding layer
@@ -107,7 +107,7 @@ def test_snn_from_cnn_checkpoint_and_checkpoint_round_trip(tmp_path):
     clash.spiking.enabled, clash.spiking.init = True, str(tmp_path / "cnn" / "best.pt")
     clash.model.keep = ["fire2"]
     with pytest.raises(FirecutError, match="has its own Fire modules"):
-        T.fit(validate(clash), str(tmp_path / "clash"), show_progress=False)
+        T.fit(validate(clash), str(tmp_path / "clash"))
     ckpt = load_checkpoint(tmp_path / "snn" / "best.pt")
     model = model_from_checkpoint(ckpt).eval()
     again = T.evaluate_checkpoint(str(tmp_path / "snn" / "best.pt"), "synthetic", "", device="cpu")
@@ -121,11 +121,11 @@ def test_snn_from_cnn_checkpoint_and_checkpoint_round_trip(tmp_path):
 def test_init_must_be_a_cnn(tmp_path):
     cfg = tiny_cfg(epochs=1)
     cfg.spiking.enabled = True
-    T.fit(cfg, str(tmp_path / "snn"), show_progress=False)
+    T.fit(cfg, str(tmp_path / "snn"))
     cfg2 = tiny_cfg(epochs=1)
     cfg2.spiking.enabled, cfg2.spiking.init = True, str(tmp_path / "snn" / "best.pt")
     with pytest.raises(FirecutError, match="already a spiking net"):
-        T.fit(cfg2, str(tmp_path / "again"), show_progress=False)
+        T.fit(cfg2, str(tmp_path / "again"))
 
 
 def test_corrupt_and_foreign_checkpoints_are_refused(tmp_path):
@@ -168,7 +168,7 @@ def test_config_yaml_round_trip_and_unknown_keys(tmp_path):
 def test_a_checkpoint_for_another_dataset_shape_is_refused(tmp_path):
     import numpy as np
 
-    T.fit(tiny_cfg(epochs=1), str(tmp_path / "r"), show_progress=False)
+    T.fit(tiny_cfg(epochs=1), str(tmp_path / "r"))
     big = tmp_path / "big.npz"
     np.savez(big, x_train=np.zeros((4, 64, 64, 3), np.uint8), y_train=np.arange(4) % 2,
              x_test=np.zeros((4, 64, 64, 3), np.uint8), y_test=np.arange(4) % 2)
@@ -178,7 +178,7 @@ def test_a_checkpoint_for_another_dataset_shape_is_refused(tmp_path):
     cfg.data.dataset = str(big)
     cfg.spiking.enabled, cfg.spiking.init = True, str(tmp_path / "r" / "best.pt")
     with pytest.raises(FirecutError, match="--init .* trained for 10 classes"):
-        T.fit(validate(cfg), str(tmp_path / "snn"), show_progress=False)
+        T.fit(validate(cfg), str(tmp_path / "snn"))
 
 
 @pytest.mark.parametrize("spiking,tolerance", [(False, 0.08), (True, 0.04)])
@@ -247,7 +247,7 @@ def test_fit_trains_channels_last_and_evaluates_in_nchw(tmp_path):
     cfg = tiny_cfg(epochs=1, lr=0.05)
     cfg.spiking.enabled = True
     assert cfg.train.channels_last
-    s = T.fit(cfg, str(tmp_path / "snn"), show_progress=False)
+    s = T.fit(cfg, str(tmp_path / "snn"))
     again = T.evaluate_checkpoint(str(tmp_path / "snn" / "last.pt"), "synthetic", "", device="cpu")
     assert (again["acc"], again["ac"]) == (s["acc"], s["ac"]) and s["ac"] > 0
 
@@ -267,10 +267,10 @@ def test_checkpoints_and_exports_hold_no_absolute_paths(tmp_path):
              x_test=rng.integers(0, 255, (32, 32, 32, 3), np.uint8), y_test=np.arange(32) % 4)
     cfg = tiny_cfg(epochs=1)
     cfg.data.dataset, cfg.data.root = str(data), str(tmp_path / "cache")
-    T.fit(cfg, str(tmp_path / "runs" / "cnn"), show_progress=False)
+    T.fit(cfg, str(tmp_path / "runs" / "cnn"))
     cfg.spiking.enabled, cfg.spiking.timesteps = True, 2
     cfg.spiking.init = str(tmp_path / "runs" / "cnn" / "best.pt")
-    T.fit(validate(cfg), str(tmp_path / "runs" / "snn"), show_progress=False)
+    T.fit(validate(cfg), str(tmp_path / "runs" / "snn"))
 
     home = str(tmp_path).encode()
     for run in ("cnn", "snn"):
@@ -347,3 +347,16 @@ def test_the_recipe_carries_the_energy_model_into_every_run():
     assert (cfg.energy.preset, cfg.energy.e_ac_pj, cfg.energy.e_mac_pj) == ("45nm-int8", None, 0.5)
     with pytest.raises(FirecutError, match="unknown energy preset '7nm'"):
         check_step_counts(RecipeConfig(dataset="synthetic", root="", energy_preset="7nm"))
+
+
+def test_fit_is_silent_and_reports_through_its_hooks(tmp_path, capsys):
+    cfg = tiny_cfg(epochs=2, batch_size=128)  # 512 synthetic images: 4 steps an epoch
+    T.fit(cfg, str(tmp_path / "quiet"))
+    assert capsys.readouterr() == ("", "")  # the library prints nothing
+    lines, steps = [], []
+    T.fit(cfg, str(tmp_path / "told"), log=lines.append,
+          on_step=lambda epoch, step, n, info: steps.append((epoch, step, n, info() if step == n - 1 else "")))
+    assert [(e, s, n) for e, s, n, _ in steps] == [(e, s, 4) for e in (0, 1) for s in range(4)]
+    assert all(i.startswith("loss ") and i.endswith(" img/s") for *_, i in steps if i)
+    assert [line.split()[:2] for line in lines if line.startswith("epoch")] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    assert capsys.readouterr() == ("", "")

@@ -10,6 +10,7 @@ from typing import Optional
 
 import typer
 
+from firecut.cli.progress import ProgressBar
 from firecut.cli.common import Device, command, resumable, with_recipe
 from firecut.config import RecipeConfig
 from firecut.errors import FirecutError
@@ -39,7 +40,11 @@ def ablate(
                       retrain="scratch" if from_scratch else retrain, cnn_finetune_epochs=cnn_finetune_epochs)
     out = out or str(Path("runs") / f"ablate-{dataset_name(recipe.dataset)}")
     with resumable(out):
-        rows = run_ablation(ac, out, log=lambda m: print(m, file=sys.stderr))
+        progress = ProgressBar()
+        try:
+            rows = run_ablation(ac, out, fit=progress.fit(), log=progress.log)
+        finally:
+            progress.close()
     sys.stdout.write(table_markdown(rows))
     print(f"wrote {out}/table.md, table.csv, table.json, tradeoff.png", file=sys.stderr)
 

@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from firecut.cli.progress import ProgressBar
 from firecut.cli.common import command, resumable, with_recipe
 from firecut.config import RecipeConfig
 
@@ -51,7 +52,11 @@ def search(
                        settle_s=settle_s)
     out = out or str(Path("runs") / f"search-{dataset_name(recipe.dataset)}")
     with resumable(out):
-        report = run_search(cfg, out, log=lambda m: print(m, file=sys.stderr))
+        progress = ProgressBar()
+        try:
+            report = run_search(cfg, out, fit=progress.fit(), log=progress.log)
+        finally:
+            progress.close()
     sys.stdout.write((Path(out) / "pareto.md").read_text())
     b = report["best"]
     where = f"wrote {report['best_pt']}" if report["best_pt"] else report["note"]

@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 
+from firecut.cli.progress import ProgressBar
 from firecut.cli.common import MODEL_DEFAULTS, TRAIN_DEFAULTS, Device, command, print_json, resumable
 from firecut.config import ENERGY_HELP, PRESET_HELP
 from firecut.errors import FirecutError
@@ -99,7 +100,11 @@ def train(
     out = out or _default_out(cfg.model.name, cfg.data.dataset, cfg.mode(), cfg.spiking.timesteps,
                               cfg.train.seed)
     with resumable(out):
-        summary = fit(cfg, out, restart=not resume, show_progress=not quiet)
+        progress = ProgressBar(bar=not quiet)
+        try:
+            summary = fit(cfg, out, restart=not resume, log=progress.log, on_step=progress.on_step)
+        finally:
+            progress.close()
     print_json(summary)
     print(f"wrote {Path(out) / 'summary.json'}", file=sys.stderr)
 

@@ -10,6 +10,7 @@ also counts AC/MAC, and summary.json is written last.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Any, Callable
 
@@ -30,14 +31,13 @@ from firecut.spiking import SpikingNet, balance_thresholds
 from firecut.training import device as D
 from firecut.training import steps as S
 from firecut.training.metrics import evaluate
-from firecut.training.progress import Progress
 
 
 def _seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _init_from_cnn(cfg: RunConfig, data: ImageData, device: torch.device, progress: Progress):
+def _init_from_cnn(cfg: RunConfig, data: ImageData, device: torch.device, log: Callable[[str], None]):
     """Loads the CNN of `spiking.init`, balances thresholds on training batches, converts it."""
     ckpt = load_checkpoint(cfg.spiking.init)
     mc, sc = configs_of(ckpt)
@@ -58,12 +58,12 @@ def _init_from_cnn(cfg: RunConfig, data: ImageData, device: torch.device, progre
                           train=True, augment=False, seed=cfg.train.seed)
     batches = (x for _, (x, _) in zip(range(cfg.spiking.balance_batches), loader, strict=False))
     thresholds = balance_thresholds(cnn, batches, cfg.spiking.percentile)
-    progress.log(f"converted {cfg.spiking.init}: {len(thresholds)} activations -> LIF, thresholds "
-                 f"{min(thresholds.values()):.2f}..{max(thresholds.values()):.2f}")
+    log(f"converted {cfg.spiking.init}: {len(thresholds)} activations -> LIF, thresholds "
+        f"{min(thresholds.values()):.2f}..{max(thresholds.values()):.2f}")
     return mc, to_spiking(cnn, cfg.spiking, data.image_size, thresholds), (mean, std)
 
 
-def _from_parent(cfg: RunConfig, data: ImageData, device: torch.device, progress: Progress):
+def _from_parent(cfg: RunConfig, data: ImageData, device: torch.device, log: Callable[[str], None]):
     """Builds the (pruned) network of `cfg` and inherits every fitting tensor of `model.parent`."""
     ckpt = load_checkpoint(cfg.model.parent)
     require_fits(ckpt, data.num_classes, data.image_size, f"--parent {cfg.model.parent}")
@@ -77,33 +77,38 @@ def _from_parent(cfg: RunConfig, data: ImageData, device: torch.device, progress
     model = build_network(cfg.model, cfg.spiking, data.num_classes, data.image_size)
     remade = inherit(model, ckpt["state_dict"])
     convs = sorted({n.rsplit(".", 1)[0] for n in remade})
-    progress.log(f"inherited {len(model.state_dict()) - len(remade)} tensors from "
-                 f"{cfg.model.parent}; re-made {', '.join(convs) or 'none'}")
+    log(f"inherited {len(model.state_dict()) - len(remade)} tensors from "
+        f"{cfg.model.parent}; re-made {', '.join(convs) or 'none'}")
     return model.to(device), (ckpt["norm"]["mean"], ckpt["norm"]["std"])
 
 
-def fit(cfg: RunConfig, out: str, restart: bool = False, show_progress: bool = True,
-        on_epoch: Callable[[int, dict[str, Any], Callable[[], dict[str, Any]]], None] | None = None,
-        ) -> dict[str, Any]:
-    """Trains per `cfg` into run folder `out`; resumes from its last.pt; returns the summary.
+EpochHook = Callable[[int, dict[str, Any], Callable[[], dict[str, Any]]], None]
+StepHook = Callable[[int, int, int, Callable[[], str]], None]
 
+
+def fit(cfg: RunConfig, out: str, restart: bool = False, *, log: Callable[[str], None] | None = None,
+        on_step: StepHook | None = None, on_epoch: EpochHook | None = None) -> dict[str, Any]:
+    """Trains per `cfg` into run folder `out`; resumes from its last.pt; returns the summary.
+    Silent unless given hooks (the command line passes its progress bar through them):
+
+    `log(msg)` gets what ran and each epoch's figures, one line each.
+    `on_step(epoch, step, steps, info)` runs after every training step (0-based); `info()`
+    formats the loss and images/s so far, and waits for the device: call it only to show it.
     `on_epoch(epoch, metrics, probe)` runs after each epoch's checkpoint is saved (so it may raise
     to stop the run, e.g. a search's pruner): `metrics` are the epoch's test metrics (with AC/MAC
     and energy after the last epoch) and `probe()` counts AC/MAC/energy on 256 test images.
     One process per run folder: another one training into `out` is refused.
     """
     with folder_lock(out):
-        return _fit(cfg, out, restart, show_progress, on_epoch)
+        return _fit(cfg, out, restart, log or (lambda m: None), on_step, on_epoch)
 
 
-def _fit(cfg: RunConfig, out: str, restart: bool, show_progress: bool,
-         on_epoch: Callable[[int, dict[str, Any], Callable[[], dict[str, Any]]], None] | None,
-         ) -> dict[str, Any]:
+def _fit(cfg: RunConfig, out: str, restart: bool, log: Callable[[str], None], on_step: StepHook | None,
+         on_epoch: EpochHook | None) -> dict[str, Any]:
     run = RunFolder(out)
     state = run.open(cfg, restart)
-    progress = Progress(show_progress)
     if state == "done":
-        progress.log(f"{out} is already complete; showing its summary (--restart to train again)")
+        log(f"{out} is already complete; showing its summary (--restart to train again)")
         return run.read_summary()
     _seed(cfg.train.seed)
     device = D.resolve_device(cfg.train.device)
@@ -116,9 +121,9 @@ def _fit(cfg: RunConfig, out: str, restart: bool, show_progress: bool,
         model = model_from_checkpoint(ckpt).to(device)
         mean, std = ckpt["norm"]["mean"], ckpt["norm"]["std"]
     elif cfg.model.parent:
-        model, (mean, std) = _from_parent(cfg, data, device, progress)
+        model, (mean, std) = _from_parent(cfg, data, device, log)
     elif cfg.spiking.enabled and cfg.spiking.init:
-        mc, model, (mean, std) = _init_from_cnn(cfg, data, device, progress)
+        mc, model, (mean, std) = _init_from_cnn(cfg, data, device, log)
     else:
         model = build_network(mc, cfg.spiking, data.num_classes, data.image_size).to(device)
         mean, std = data.norm()
@@ -142,14 +147,14 @@ def _fit(cfg: RunConfig, out: str, restart: bool, show_progress: bool,
         start, best_acc, best_epoch = ckpt["epoch"], ckpt["best_acc"], ckpt["best_epoch"]
         train_seconds = ckpt.get("train_seconds", 0.0)
         run.truncate_log(start)
-        progress.log(f"resuming {out} after epoch {start}/{cfg.train.epochs}")
+        log(f"resuming {out} after epoch {start}/{cfg.train.epochs}")
 
     energy = EnergyModel.from_config(cfg.energy.preset, cfg.energy.e_ac_pj, cfg.energy.e_mac_pj)
     meta = dict(classes=data.classes, image_size=data.image_size,
                 dataset=dataset_name(cfg.data.dataset), mean=mean, std=std)
     mode = cfg.mode()
     T = cfg.spiking.timesteps if cfg.spiking.enabled else 1
-    progress.log(f"{mode} {mc.name} on {meta['dataset']}: {len(data.x_train)} train / "
+    log(f"{mode} {mc.name} on {meta['dataset']}: {len(data.x_train)} train / "
                  f"{len(data.x_test)} test images, {count_params(model):,} params, "
                  f"{'T=' + str(T) + ', ' if cfg.spiking.enabled else ''}{device}")
 
@@ -166,12 +171,9 @@ def _fit(cfg: RunConfig, out: str, restart: bool, show_progress: bool,
     step_model = D.compiled(model) if cfg.train.compile else model  # shares the parameters
     for epoch in range(start, cfg.train.epochs):
         train_loader.epoch = epoch
-        bar = progress.bar(f"epoch {epoch + 1}/{cfg.train.epochs}", len(train_loader))
-        try:
-            with D.compile_errors(cfg.train.compile):
-                tr = S.train_epoch(step_model, train_loader, opt, sched, cfg, bar)
-        finally:
-            bar.close()
+        step_hook = functools.partial(on_step, epoch) if on_step is not None else None
+        with D.compile_errors(cfg.train.compile):
+            tr = S.train_epoch(step_model, train_loader, opt, sched, cfg, step_hook)
         train_seconds += tr["seconds"]
         last = epoch == cfg.train.epochs - 1
         metrics = evaluate(model, test_loader, data.num_classes,
@@ -182,7 +184,7 @@ def _fit(cfg: RunConfig, out: str, restart: bool, show_progress: bool,
         row = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in tr.items()},
                "test_acc": round(metrics["acc"], 6), "test_f1": round(metrics["f1"], 6),
                "test_loss": round(metrics["loss"], 6), "lr": opt.param_groups[0]["lr"]}
-        progress.log(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {tr['train_loss']:.3f}  "
+        log(f"epoch {epoch + 1}/{cfg.train.epochs}  loss {tr['train_loss']:.3f}  "
                      f"train acc {tr['train_acc']:.3f}  test acc {metrics['acc']:.3f}  "
                      f"f1 {metrics['f1']:.3f}  {tr['img_s']:.0f} img/s  {tr['seconds']:.0f}s")
         improved = metrics["acc"] > best_acc

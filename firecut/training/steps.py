@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -40,12 +41,18 @@ def make_scheduler(opt: torch.optim.Optimizer, steps_per_epoch: int, cfg: RunCon
     return torch.optim.lr_scheduler.LambdaLR(opt, factor)
 
 
-def train_epoch(model, loader, opt, sched, cfg: RunConfig, bar) -> dict[str, float]:
+def train_epoch(model, loader, opt, sched, cfg: RunConfig,
+                on_step: Callable[[int, int, Callable[[], str]], None] | None = None) -> dict[str, float]:
+    """One pass over `loader`; `on_step(step, steps, info)` after each step (see training.loop.fit)."""
     model.train()
     device = loader.x.device
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device)
     n, t0 = 0, time.perf_counter()
+
+    def info() -> str:  # float() waits for the device: only when someone shows it
+        return f"loss {float(loss_sum) / n:.3f}  {n / (time.perf_counter() - t0):.0f} img/s"
+
     for i, (x, y) in enumerate(loader):
         with train_autocast(device, cfg.train.amp):
             logits = model(x)
@@ -57,10 +64,8 @@ def train_epoch(model, loader, opt, sched, cfg: RunConfig, bar) -> dict[str, flo
         loss_sum += loss.detach() * len(y)
         correct += (logits.detach().argmax(1) == y).sum()
         n += len(y)
-        if bar.shown and (i % 10 == 0 or i == len(loader) - 1):  # float() waits for the device
-            bar.update(f"loss {float(loss_sum) / n:.3f}  {n / (time.perf_counter() - t0):.0f} img/s")
-        else:
-            bar.update("")
+        if on_step is not None:
+            on_step(i, len(loader), info)
     seconds = time.perf_counter() - t0
     return {"train_loss": float(loss_sum) / max(n, 1), "train_acc": float(correct) / max(n, 1),
             "seconds": seconds, "img_s": n / seconds if seconds else 0.0}
