@@ -354,9 +354,13 @@ def test_fit_is_silent_and_reports_through_its_hooks(tmp_path, capsys):
     T.fit(cfg, str(tmp_path / "quiet"))
     assert capsys.readouterr() == ("", "")  # the library prints nothing
     lines, steps = [], []
-    T.fit(cfg, str(tmp_path / "told"), log=lines.append,
-          on_step=lambda epoch, step, n, info: steps.append((epoch, step, n, info() if step == n - 1 else "")))
+
+    def on_step(epoch, step, n, info):
+        steps.append((epoch, step, n, info() if step == n - 1 else ""))
+
+    T.fit(cfg, str(tmp_path / "told"), log=lines.append, on_step=on_step)
     assert [(e, s, n) for e, s, n, _ in steps] == [(e, s, 4) for e in (0, 1) for s in range(4)]
     assert all(i.startswith("loss ") and i.endswith(" img/s") for *_, i in steps if i)
-    assert [line.split()[:2] for line in lines if line.startswith("epoch")] == [["epoch", "1/2"], ["epoch", "2/2"]]
+    epochs = [line.split()[:2] for line in lines if line.startswith("epoch")]
+    assert epochs == [["epoch", "1/2"], ["epoch", "2/2"]]
     assert capsys.readouterr() == ("", "")
