@@ -18,8 +18,9 @@ with exactly N trained masks:
        machines' wall clocks are compared), or when its process is gone and the reader shares
        its pid namespace (boot id + namespace: not merely its host name). The next worker fails
        it, and failed or interrupted masks are tried again first, so their run folders resume.
-       A worker that would stop while another's trial is still of unknown liveness watches it
-       first. Workers are told apart by a random id, not by host and pid.
+       A worker whose budget is spoken for waits until no other trial runs (or is judged dead and
+       retried), so that each worker's report is the whole study. Workers are told apart by a
+       random id, not by host and pid.
 
 Before asking, a worker enqueues the next mask it wants tried (a failed one, else the next
 untried seed); Optuna hands out the oldest waiting trial first.
@@ -108,10 +109,6 @@ class Ledger:
 
     def stale(self, t) -> bool:
         return self.verdicts.get(t._trial_id) == "dead"
-
-    def unsure(self) -> list:
-        """Running trials whose liveness this reader cannot yet tell."""
-        return [t for t in self.trials if self.verdicts.get(t._trial_id) == "unsure"]
 
     def live(self, t) -> bool:
         return (t.state == self.S.RUNNING and t.user_attrs.get("status", "claim") in ("claim", "confirmed")
@@ -219,11 +216,12 @@ class Worker:
             self.tidy(led)
             led = self.ledger()
             if led.used() >= self.cfg.trials:
-                if not led.unsure():
+                if not any(led.live(t) for t in led.trials):
                     return
-                # Another worker's trial may be dead (then its mask is retried here) or alive:
-                # watch its heartbeat until it moves or stands still for stale_s.
-                time.sleep(self.beat_period())
+                # The budget is spoken for, but other workers' trials still run, or their workers
+                # died (tidy() then fails them and this worker retries their masks). Wait, so that
+                # the report this worker writes is the whole study.
+                time.sleep(min(self.beat_period(), 5.0))
                 continue
             if len({mask_of(t) for t in led.trials if led.finished(t)}) >= len(ALL_MASKS):
                 self.log("every one of the 256 masks has been evaluated")
