@@ -239,6 +239,9 @@ def test_the_verdict_rules():
     assert "predictions changed" in judge(churned, strict=False, layer=ok, cfg=cfg)[1]
     for bad in (LayerCheck(1e-3, True, 5, 0, 0, 1000), LayerCheck(1e-7, False, 5, 0, 0, 1000)):
         assert judge(same, strict=False, layer=bad, cfg=cfg)[0] == "failed"  # even if the ends agree
+    unlabelled = dict(moved, acc_source=None, acc_artifact=None, lost=0, gained=0)  # made inputs
+    verdict, reason = judge(unlabelled, strict=False, layer=ok, cfg=cfg)
+    assert verdict == "equivalent" and "accuracy not checked" in reason
 
 
 
