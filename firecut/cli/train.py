@@ -51,7 +51,7 @@ def train(
     energy_preset: Optional[str] = typer.Option(None, help=f"Energy per op (e_AC/e_MAC): {ENERGY_HELP} \\[default: 45nm-fp32]."),
     e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
     e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
-    out: Optional[str] = typer.Option(None, help="Run folder \\[default: runs/MODEL-DATASET-MODE-s SEED]."),
+    out: Optional[str] = typer.Option(None, help="Run folder \\[default: runs/MODEL-DATASET-MODE-sSEED]."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Resume the run in --out (default), or discard it and start over."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar \\[default: a bar on stderr]."),
     compile: bool = typer.Option(False, "--compile", help="Train through torch.compile (worth it on CUDA; the first steps compile) \\[default: eager]."),
