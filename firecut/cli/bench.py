@@ -8,8 +8,7 @@ from typing import Optional
 
 import typer
 
-from firecut.cli.progress import ProgressBar
-from firecut.cli.common import command, resumable, with_recipe
+from firecut.cli.common import command, running, with_recipe
 from firecut.config import ENERGY_HELP, RecipeConfig
 
 
@@ -33,12 +32,8 @@ def benchmark(
 
     bc = BenchmarkConfig(recipe, models=parse_models(models), seeds=seeds)
     out = out or str(Path("runs") / f"benchmark-{dataset_name(recipe.dataset)}")
-    with resumable(out):
-        progress = ProgressBar()
-        try:
-            rows = run_benchmark(bc, out, fit=progress.fit(), log=progress.log)
-        finally:
-            progress.close()
+    with running(out) as progress:
+        rows = run_benchmark(bc, out, fit=progress.fit(), log=progress.log)
     sys.stdout.write(table1_markdown(rows) + "\n" + table2_markdown(rows))
     print(f"wrote {out}/table1.md, table2.md, benchmark.csv, benchmark.json, tradeoff.png", file=sys.stderr)
 

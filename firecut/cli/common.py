@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 import typer
 
+from firecut.cli.progress import ProgressBar
 from firecut.config import ENERGY_HELP, PRESET_HELP, ModelConfig, RecipeConfig, TrainConfig, default_data_root
 
 TRAIN_DEFAULTS, MODEL_DEFAULTS = TrainConfig(), ModelConfig()  # dataclass defaults, quoted in help texts
@@ -45,6 +46,18 @@ def resumable(out: str):
         print(f"firecut: interrupted; finished work is saved in {out}: re-run the same command "
               "to resume", file=sys.stderr)
         raise typer.Exit(130) from None
+
+
+@contextmanager
+def running(out: str, bar: bool = True):
+    """The body of a long command: yields its progress (event lines, the Rich bar), which the
+    library gets as fit's hooks; Ctrl-C says where the finished work is (see `resumable`)."""
+    with resumable(out):
+        progress = ProgressBar(bar)
+        try:
+            yield progress
+        finally:
+            progress.close()
 
 
 def print_json(d) -> None:

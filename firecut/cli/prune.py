@@ -10,8 +10,7 @@ from typing import Optional
 
 import typer
 
-from firecut.cli.progress import ProgressBar
-from firecut.cli.common import Device, command, resumable, with_recipe
+from firecut.cli.common import Device, command, running, with_recipe
 from firecut.config import RecipeConfig
 from firecut.errors import FirecutError
 
@@ -39,12 +38,8 @@ def ablate(
     ac = AblateConfig(recipe, schedules=schedules, base=base, seeds=seeds,
                       retrain="scratch" if from_scratch else retrain, cnn_finetune_epochs=cnn_finetune_epochs)
     out = out or str(Path("runs") / f"ablate-{dataset_name(recipe.dataset)}")
-    with resumable(out):
-        progress = ProgressBar()
-        try:
-            rows = run_ablation(ac, out, fit=progress.fit(), log=progress.log)
-        finally:
-            progress.close()
+    with running(out) as progress:
+        rows = run_ablation(ac, out, fit=progress.fit(), log=progress.log)
     sys.stdout.write(table_markdown(rows))
     print(f"wrote {out}/table.md, table.csv, table.json, tradeoff.png", file=sys.stderr)
 

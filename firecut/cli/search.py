@@ -9,8 +9,7 @@ from typing import Optional
 
 import typer
 
-from firecut.cli.progress import ProgressBar
-from firecut.cli.common import command, resumable, with_recipe
+from firecut.cli.common import command, running, with_recipe
 from firecut.config import RecipeConfig
 
 
@@ -51,12 +50,8 @@ def search(
                        base=base, storage=storage, study=study, seed=seed, saliency_masks=saliency_masks,
                        settle_s=settle_s)
     out = out or str(Path("runs") / f"search-{dataset_name(recipe.dataset)}")
-    with resumable(out):
-        progress = ProgressBar()
-        try:
-            report = run_search(cfg, out, fit=progress.fit(), log=progress.log)
-        finally:
-            progress.close()
+    with running(out) as progress:
+        report = run_search(cfg, out, fit=progress.fit(), log=progress.log)
     sys.stdout.write((Path(out) / "pareto.md").read_text())
     b = report["best"]
     where = f"wrote {report['best_pt']}" if report["best_pt"] else report["note"]

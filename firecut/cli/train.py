@@ -8,8 +8,7 @@ from typing import Optional
 
 import typer
 
-from firecut.cli.progress import ProgressBar
-from firecut.cli.common import MODEL_DEFAULTS, TRAIN_DEFAULTS, Device, command, print_json, resumable
+from firecut.cli.common import Device, MODEL_DEFAULTS, TRAIN_DEFAULTS, command, print_json, running
 from firecut.config import ENERGY_HELP, PRESET_HELP
 from firecut.errors import FirecutError
 
@@ -99,12 +98,8 @@ def train(
 
     out = out or _default_out(cfg.model.name, cfg.data.dataset, cfg.mode(), cfg.spiking.timesteps,
                               cfg.train.seed)
-    with resumable(out):
-        progress = ProgressBar(bar=not quiet)
-        try:
-            summary = fit(cfg, out, restart=not resume, log=progress.log, on_step=progress.on_step)
-        finally:
-            progress.close()
+    with running(out, bar=not quiet) as progress:
+        summary = fit(cfg, out, restart=not resume, log=progress.log, on_step=progress.on_step)
     print_json(summary)
     print(f"wrote {Path(out) / 'summary.json'}", file=sys.stderr)
 
