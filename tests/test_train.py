@@ -1,9 +1,12 @@
 """Training: metrics, a full fit on synthetic data, exact resume after interruption, checkpoints."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+
+import firecut
 
 from firecut.checkpoint import configs_of
 from firecut.training import device as D
@@ -285,6 +288,10 @@ def test_checkpoints_and_exports_hold_no_absolute_paths(tmp_path):
     report = export_checkpoint(ExportConfig(str(tmp_path / "runs" / "snn" / "best.pt")))  # finds tiny.npz
     assert report.dataset.endswith("tiny.npz") and report.check.verdict == "exact"
     assert home not in open(report.path, "rb").read()
+    ts = export_checkpoint(ExportConfig(str(tmp_path / "runs" / "snn" / "best.pt"), "torchscript"))
+    assert ts.check.verdict in ("exact", "equivalent")  # reloads without its debug info
+    package = str(Path(firecut.__file__).parent).encode()  # where the exporting machine keeps firecut
+    assert home not in open(ts.path, "rb").read() and package not in open(ts.path, "rb").read()
 
 
 def test_every_config_field_is_reachable_with_set():
