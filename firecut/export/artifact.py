@@ -110,18 +110,7 @@ def torchscript_bytes(model, graph, meta: ArtifactMeta, arch: dict[str, Any]) ->
     with _quiet(), torch.no_grad():
         traced = torch.jit.trace(graph, example, check_trace=False)
         torch.jit.save(traced, buf, _extra_files={TS_EXTRA: json.dumps(asdict(meta))})
-    return _without_debug_info(buf.getvalue())
-
-
-def _without_debug_info(archive: bytes) -> bytes:
-    """The TorchScript zip without its *.debug_pkl entries: they map the code to the source files
-    it was traced from, i.e. the exporting machine's paths, and loading does not need them."""
-    src, out = zipfile.ZipFile(io.BytesIO(archive)), io.BytesIO()
-    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as dst:
-        for item in src.infolist():
-            if not item.filename.endswith(".debug_pkl"):
-                dst.writestr(item, src.read(item.filename))
-    return out.getvalue()
+    return buf.getvalue()
 
 
 def onnx_bytes(model, graph, meta: ArtifactMeta, arch: dict[str, Any]) -> bytes:
