@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -259,8 +258,9 @@ def set_from_string(cfg: RunConfig, assignment: str) -> None:
         raise FirecutError(f"--set {assignment!r}: the value is not valid YAML") from None
     section, name = key.split(".")
     ftype = next(str(g.type) for g in fields(getattr(cfg, section)) if g.name == name)  # e.g. "int | None"
-    takes = [t for t in ("bool", "int", "float", "str", "list") if re.search(rf"\b{t}\b", ftype)]
-    if value is None and "None" not in ftype:
+    members = [m.strip() for m in ftype.split("|")]  # "list[str] | None" -> list[str], None
+    takes = [m.split("[")[0] for m in members]
+    if value is None and "None" not in takes:
         raise FirecutError(f"--set {key}: needs a value ({ftype})")
     if isinstance(value, bool):
         ok = "bool" in takes

@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from firecut.errors import disk_full_error, is_disk_full
+from firecut.errors import FirecutError, disk_full_error, is_disk_full
 
 
 def atomic_write_bytes(path: str | os.PathLike, writer: Callable[[BinaryIO], Any]) -> None:
@@ -20,7 +20,8 @@ def atomic_write_bytes(path: str | os.PathLike, writer: Callable[[BinaryIO], Any
     except OSError as e:
         if is_disk_full(e):
             raise disk_full_error(path.parent) from None
-        raise
+        raise FirecutError(f"cannot write {path} ({e.strerror or e}); check that its folder exists "
+                           "and is writable") from None
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; these are ordinary files

@@ -50,19 +50,18 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise FirecutError(f"cannot write to --out {folder} ({e.strerror or e}); "
-                           "choose a writable folder") from None
     lock = FileLock(folder / LOCK, timeout=0)
     try:
+        folder.mkdir(parents=True, exist_ok=True)
         lock.acquire()
     except Timeout:
         owner = folder / OWNER
         who = owner.read_text().strip() if owner.is_file() else "another process"
         raise FirecutError(f"{folder} is in use by {who}; wait for it to finish, or use another "
                            "--out") from None
+    except OSError as e:  # a read-only or missing parent: not a traceback
+        raise FirecutError(f"cannot write to --out {folder} ({e.strerror or e}); "
+                           "choose a writable folder") from None
     try:
         command = " ".join(["firecut"] + redact_argv(sys.argv[1:]))
         atomic_write_text(folder / OWNER, f"process {os.getpid()} on {socket.gethostname()} "

@@ -186,3 +186,14 @@ def test_clipquant_training_path_equals_its_autograd_definition():
     torch.testing.assert_close(fused[1], act.theta.grad, rtol=1e-12, atol=1e-12)
     with torch.no_grad():  # inference takes the plain path (what export traces)
         assert torch.equal(act(x), ref)
+
+
+def test_convert_by_default_makes_the_converted_neuron():
+    """IF neurons (beta 1) with learnable per-channel thresholds, membranes started at theta/2,
+    spikes of amplitude theta: what threshold balancing assumes."""
+    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU())
+    snn = convert(model, torch.zeros(2, 3, 8, 8), timesteps=3, default_threshold=2.0)
+    (lif,) = [m for m in snn.modules() if isinstance(m, LIF)]
+    assert lif.scale_output and lif.v_init == 0.5 and float(lif.beta) == 1.0
+    assert lif.threshold.requires_grad and lif.threshold.shape == (4,)
+    assert torch.allclose(lif.threshold, torch.full((4,), 2.0))

@@ -120,3 +120,17 @@ def test_training_on_a_full_disk_stops_in_one_line_and_the_same_command_resumes(
     assert again.returncode == 0, again.stderr
     assert (out / "summary.json").is_file()
     assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 2
+
+
+def test_a_write_into_a_missing_folder_is_one_line(tmp_path):
+    with pytest.raises(FirecutError, match="cannot write .*t1.md .*check that its folder exists"):
+        atomic_write_text(tmp_path / "no" / "such" / "t1.md", "table")
+
+
+def test_an_unwritable_lock_is_one_line(tmp_path):
+    from firecut.runs import folder_lock
+
+    (tmp_path / "out" / ".firecut.lock").mkdir(parents=True)  # the lock file cannot be opened
+    with pytest.raises(FirecutError, match="cannot write to --out .*choose a writable folder"):
+        with folder_lock(tmp_path / "out"):
+            pass

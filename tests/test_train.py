@@ -310,7 +310,8 @@ def test_every_config_field_is_reachable_with_set():
     for bad, msg in [("train.nope=1", "expected SECTION.KEY=VALUE"), ("train.epochs", "expected SECTION.KEY"),
                      ("train.epochs=many", "is a str, but train.epochs takes int"),
                      ("data.train_subset=all", "takes int | None"), ("train.lr=null", "needs a value"),
-                     ("data.augment=3", "takes bool"), ("model.keep=[a, b", "not valid YAML")]:
+                     ("data.augment=3", "takes bool"), ("model.keep=[a, b", "not valid YAML"),
+                     ("model.keep=fire2", "takes list\\[str\\] \\| None")]:  # a list, not its characters
         with pytest.raises(FirecutError, match=msg):
             set_from_string(cfg, bad)
 

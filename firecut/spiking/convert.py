@@ -4,6 +4,7 @@ activation for an LIF neuron and each max-pool after the first neuron for the ga
 
 from __future__ import annotations
 
+import functools
 from typing import Callable, Iterable
 
 import torch
@@ -89,13 +90,18 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
     setattr(parent, child, new)
 
 
+# A converted net's neuron unless told otherwise: integrate-and-fire (beta 1), one learnable
+# threshold per channel, membrane started at half of it, spikes of amplitude theta.
+CONVERTED = functools.partial(LIF, beta=1.0, learn_threshold=True, v_init=0.5, scale_output=True)
+
+
 def convert(model: nn.Module, example: torch.Tensor, timesteps: int, *,
-            neuron: Callable[..., nn.Module] = LIF, thresholds: dict[str, float] | None = None,
+            neuron: Callable[..., nn.Module] = CONVERTED, thresholds: dict[str, float] | None = None,
             default_threshold: float = 1.0, encode_once: bool = True) -> SpikingNet:
     """Swaps every activation of `model` (in place) for a spiking neuron, and every max-pool after
     the first neuron for a SpikingMaxPool2d; keeps all weights.
 
-    `neuron(channels, threshold=, timesteps=, broadcast_input=)` makes each neuron: LIF by
+    `neuron(channels, threshold=, timesteps=, broadcast_input=)` makes each neuron: CONVERTED by
     default, or any factory with the neuron's own settings bound, e.g.
     functools.partial(LIF, beta=0.9, reset="zero"). Thresholds come from `thresholds`
     (balancing) or `default_threshold`. `example` is a (B, C, H, W) input used to trace layer
