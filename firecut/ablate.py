@@ -27,7 +27,6 @@ import csv
 import io
 import json
 import re
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -35,7 +34,8 @@ from typing import Any, Callable
 from firecut.config import (ModelConfig, RecipeConfig, SpikingConfig, child_of, flat_defaults, flat_settings,
                             validate)
 from firecut.errors import FirecutError
-from firecut.training.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings, step_config
+from firecut.training.recipe import (check_preset, check_step_counts, cnn_then_snn, pin_settings,
+                                     snn_from_cnn, step_config)
 from firecut.io import atomic_write_text
 from firecut.runs import folder_lock
 from firecut.tables import METRICS, mean_pm, seed_stats
@@ -164,10 +164,7 @@ def prune_cnn_then_snn(ac: AblateConfig, sched: Schedule, seed: int, base: str,
     cnn.train.epochs = cnn_finetune_epochs(ac)
     cnn_dir = run.with_name(run.name + "-cnn")
     cnn_summary = fit(validate(cnn), str(cnn_dir))
-    snn = step_config(ac.recipe, "snn", seed)
-    snn.spiking.init = str(cnn_dir / "best.pt")
-    snn.model = dataclasses.replace(cnn.model, parent=None)  # converted from its own CNN
-    summary = fit(validate(snn), str(run))
+    summary = snn_from_cnn(ac.recipe, cnn, cnn_dir, run, fit, seed)
     return {"schedule": sched.name, "keep": list(sched.keep), "seed": seed, **summary,
             "cnn_acc": cnn_summary["acc"]}
 

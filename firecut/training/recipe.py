@@ -90,7 +90,15 @@ def cnn_then_snn(recipe: RecipeConfig, cnn_dir: Path, snn_dir: Path, fit: Callab
     cnn = validate(cnn)
     cnn_summary = fit(cnn, str(cnn_dir))
     log(f"{model}: converting to an SNN and fine-tuning (seed {seed})")
+    return cnn_summary, snn_from_cnn(recipe, cnn, cnn_dir, snn_dir, fit, seed, model)
+
+
+def snn_from_cnn(recipe: RecipeConfig, cnn: RunConfig, cnn_dir: Path, snn_dir: Path, fit: Callable,
+                 seed: int = 0, model: str = "squeezenet") -> dict[str, Any]:
+    """Converts the best checkpoint of the CNN that `cnn` trained into `cnn_dir` and fine-tunes it
+    into `snn_dir`; returns the SNN's summary."""
     snn = step_config(recipe, "snn", seed, model)
     snn.spiking.init = str(Path(cnn_dir) / "best.pt")
-    snn.model = ModelConfig(**asdict(cnn.model))  # the converted net keeps the CNN's activation
-    return cnn_summary, fit(validate(snn), str(snn_dir))
+    # the converted net keeps the CNN's architecture and activation; it is not pruned from anything
+    snn.model = ModelConfig(**{**asdict(cnn.model), "parent": None})
+    return fit(validate(snn), str(snn_dir))
