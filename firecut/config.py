@@ -95,6 +95,8 @@ ENERGY_PRESETS: dict[str, tuple[float, float]] = {
     "45nm-int32": (0.1, 3.2),  # int add 0.1; int mult 3.1 + add 0.1
     "45nm-int8": (0.03, 0.23),  # int add 0.03; int mult 0.2 + add 0.03
 }
+ENERGY_MODEL_HELP = ("Energy model: paper (AC/MAC only, as the paper) | hardware (plus neuron updates and "
+                     "memory traffic; docs/energy.md) | the path of a YAML file of hardware costs.")
 ENERGY_HELP = " | ".join(f"{k} ({a:g}/{m:g} pJ)" for k, (a, m) in ENERGY_PRESETS.items())
 
 
@@ -117,6 +119,7 @@ class EnergyConfig:
     preset: str = "45nm-fp32"  # ENERGY_PRESETS
     e_ac_pj: float | None = None  # override: energy of one accumulate, pJ
     e_mac_pj: float | None = None  # override: energy of one multiply-accumulate, pJ
+    model: str = "paper"  # paper | hardware | path/to/costs.yaml (energy.hardware)
 
 
 @dataclass
@@ -138,6 +141,7 @@ class RecipeConfig:
     energy_preset: str = "45nm-fp32"  # energy per op (ENERGY_PRESETS)
     e_ac_pj: float | None = None  # override: pJ per accumulate
     e_mac_pj: float | None = None  # override: pJ per multiply-accumulate
+    energy_model: str = "paper"  # paper | hardware | path/to/costs.yaml
 
 
 def flat_settings(settings: Any) -> dict[str, Any]:

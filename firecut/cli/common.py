@@ -18,7 +18,7 @@ from typing import Callable, Optional
 import typer
 
 from firecut.cli.progress import ProgressBar
-from firecut.config import ENERGY_HELP, PRESET_HELP, ModelConfig, RecipeConfig, TrainConfig, default_data_root
+from firecut.config import ENERGY_HELP, ENERGY_MODEL_HELP, PRESET_HELP, ModelConfig, RecipeConfig, TrainConfig, default_data_root
 
 TRAIN_DEFAULTS, MODEL_DEFAULTS = TrainConfig(), ModelConfig()  # dataclass defaults, quoted in help texts
 
@@ -80,6 +80,7 @@ RECIPE_OPTIONS: dict[str, tuple[tuple[str, ...], typing.Any, str]] = {
     "energy_preset": (("--energy-preset",), str, f"Energy per op (e_AC/e_MAC): {ENERGY_HELP}."),
     "e_ac_pj": (("--e-ac-pj",), Optional[float], "Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
     "e_mac_pj": (("--e-mac-pj",), Optional[float], "Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
+    "energy_model": (("--energy-model",), str, ENERGY_MODEL_HELP),
 }
 HIDDEN = {"width"}
 PARAM = {"root": "data_root"}  # the parameter a field's option fills, where the names differ

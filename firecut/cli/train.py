@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from firecut.cli.common import Device, MODEL_DEFAULTS, TRAIN_DEFAULTS, command, print_json, running
-from firecut.config import ENERGY_HELP, PRESET_HELP
+from firecut.config import ENERGY_HELP, ENERGY_MODEL_HELP, PRESET_HELP
 from firecut.errors import FirecutError
 
 
@@ -50,6 +50,7 @@ def train(
     energy_preset: Optional[str] = typer.Option(None, help=f"Energy per op (e_AC/e_MAC): {ENERGY_HELP} \\[default: 45nm-fp32]."),
     e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
     e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
+    energy_model: Optional[str] = typer.Option(None, help=f"{ENERGY_MODEL_HELP} \\[default: paper]."),
     out: Optional[str] = typer.Option(None, help="Run folder \\[default: runs/MODEL-DATASET-MODE-sSEED]."),
     resume: bool = typer.Option(True, "--resume/--restart", help="Resume the run in --out (default), or discard it and start over."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar \\[default: a bar on stderr]."),
@@ -82,6 +83,7 @@ def train(
         "model.act": act, "model.pool": pool, "spiking.beta": beta, "spiking.surrogate": surrogate,
         "spiking.reset": reset, "train.seed": seed, "train.device": device.value if device else None,
         "energy.preset": energy_preset, "energy.e_ac_pj": e_ac_pj, "energy.e_mac_pj": e_mac_pj,
+        "energy.model": energy_model,
         "model.keep": [k.strip() for k in keep.split(",") if k.strip()] if keep is not None else None,
         "model.parent": parent, "train.compile": compile or None,
     }
@@ -119,7 +121,7 @@ def _check_names(cfg) -> None:
     """Registries checked up front, before any data is loaded."""
     from firecut.activations import make_act
     from firecut.data import DATASETS
-    from firecut.energy import EnergyModel
+    from firecut.energy import make_energy
     from firecut.network import check_pool
     from firecut.spiking import RESETS, surrogate
 
@@ -128,7 +130,7 @@ def _check_names(cfg) -> None:
     surrogate(cfg.spiking.surrogate)
     if cfg.spiking.reset not in RESETS:
         raise FirecutError(f"unknown reset '{cfg.spiking.reset}'; choose one of: {', '.join(RESETS)}")
-    EnergyModel.from_config(cfg.energy.preset, cfg.energy.e_ac_pj, cfg.energy.e_mac_pj)
+    make_energy(cfg.energy.preset, cfg.energy.e_ac_pj, cfg.energy.e_mac_pj, cfg.energy.model)
     d = cfg.data.dataset
     if d not in DATASETS and not (d.endswith(".npz") or Path(d).exists()):
         raise FirecutError(f"unknown dataset '{d}'; choose one of: {', '.join(DATASETS)}, "
@@ -151,10 +153,11 @@ def evaluate(
     energy_preset: str = typer.Option("45nm-fp32", help=f"Energy per op (e_AC/e_MAC): {ENERGY_HELP}."),
     e_ac_pj: Optional[float] = typer.Option(None, help="Override: energy of one accumulate (pJ) \\[default: the energy preset's]."),
     e_mac_pj: Optional[float] = typer.Option(None, help="Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
+    energy_model: str = typer.Option("paper", help=ENERGY_MODEL_HELP),
 ):
     """Evaluate a checkpoint on a test split; print the summary.json layout to stdout."""
     from firecut.config import default_data_root
-    from firecut.energy import EnergyModel
+    from firecut.energy import make_energy
     from firecut.training.loop import evaluate_checkpoint
 
     if timesteps is not None and timesteps < 1:
@@ -162,7 +165,7 @@ def evaluate(
     summary = evaluate_checkpoint(checkpoint, dataset, data_root or default_data_root(),
                                   timesteps=timesteps, test_subset=test_subset,
                                   batch_size=batch_size, device=device.value,
-                                  energy=EnergyModel.from_config(energy_preset, e_ac_pj, e_mac_pj))
+                                  energy=make_energy(energy_preset, e_ac_pj, e_mac_pj, energy_model))
     print_json(summary)
 
 

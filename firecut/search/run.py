@@ -115,6 +115,8 @@ def signature(cfg: SearchConfig, base: str | None) -> dict[str, Any]:
     r = cfg.recipe
     if (r.energy_preset, r.e_ac_pj, r.e_mac_pj) != ("45nm-fp32", None, None):  # older studies lack it
         sig["energy"] = [r.energy_preset, r.e_ac_pj, r.e_mac_pj]
+    if r.energy_model != "paper":
+        sig["energy_model"] = r.energy_model
     if cfg.max_energy_mj is not None:  # it steers the samplers: every worker must share it
         sig["max_energy_mj"] = cfg.max_energy_mj
     if base is not None:

@@ -22,7 +22,7 @@ from firecut.checkpoint import (configs_of, load_checkpoint, make_checkpoint, mo
                                 portable_path, require_fits, save_checkpoint, shareable_config)
 from firecut.config import RunConfig
 from firecut.data import DeviceLoader, ImageData, dataset_name, load_data
-from firecut.energy import EnergyModel
+from firecut.energy import EnergyModel, make_energy
 from firecut.errors import FirecutError
 from firecut.network import build_network, count_params, to_spiking
 from firecut.pruning.inherit import inherit
@@ -149,7 +149,7 @@ def _fit(cfg: RunConfig, out: str, restart: bool, log: Callable[[str], None], on
         run.truncate_log(start)
         log(f"resuming {out} after epoch {start}/{cfg.train.epochs}")
 
-    energy = EnergyModel.from_config(cfg.energy.preset, cfg.energy.e_ac_pj, cfg.energy.e_mac_pj)
+    energy = make_energy(cfg.energy.preset, cfg.energy.e_ac_pj, cfg.energy.e_mac_pj, cfg.energy.model)
     meta = dict(classes=data.classes, image_size=data.image_size,
                 dataset=dataset_name(cfg.data.dataset), mean=mean, std=std)
     mode = cfg.mode()
@@ -238,6 +238,8 @@ def summarise(model: nn.Module, metrics: dict[str, Any], *, mc, cfg_spiking, dat
         "energy_preset": metrics["energy_preset"],
         "e_ac_pj": metrics["e_ac_pj"],
         "e_mac_pj": metrics["e_mac_pj"],
+        # the hardware-aware model (energy.hardware) adds its terms and the paper's figure
+        **{k: metrics[k] for k in ("paper_energy_mj", "energy_terms_mj", "energy_model") if k in metrics},
         "test_loss": metrics["loss"],
         "act": mc.act,
         "pool": mc.pool,

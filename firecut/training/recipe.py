@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import yaml
 
-from firecut.config import (PRESETS, ModelConfig, RecipeConfig, RunConfig, apply_preset, energy_per_op,
+from firecut.config import (PRESETS, ModelConfig, RecipeConfig, RunConfig, apply_preset,
                             validate)
 from firecut.errors import FirecutError
 from firecut.io import atomic_write_text
@@ -28,7 +28,9 @@ def check_preset(preset: str | None) -> None:
 def check_step_counts(recipe: RecipeConfig, *extra: tuple[str, int | None]) -> None:
     """--epochs, --finetune-epochs, --timesteps, --batch-size (and `extra` (flag, value) pairs)
     must be >= 1 where given; the energy preset must exist and overrides be >= 0."""
-    energy_per_op(recipe.energy_preset, recipe.e_ac_pj, recipe.e_mac_pj)
+    from firecut.energy import make_energy
+
+    make_energy(recipe.energy_preset, recipe.e_ac_pj, recipe.e_mac_pj, recipe.energy_model)
     for flag, v in (("--epochs", recipe.epochs), ("--finetune-epochs", recipe.finetune_epochs),
                     ("--timesteps", recipe.timesteps), ("--batch-size", recipe.batch_size), *extra):
         if v is not None and v < 1:
@@ -68,6 +70,7 @@ def step_config(recipe: RecipeConfig, mode: str, seed: int = 0, model: str = "sq
     cfg.train.seed, cfg.train.device = seed, recipe.device
     cfg.energy.preset = recipe.energy_preset
     cfg.energy.e_ac_pj, cfg.energy.e_mac_pj = recipe.e_ac_pj, recipe.e_mac_pj
+    cfg.energy.model = recipe.energy_model
     epochs = recipe.finetune_epochs if mode == "snn" else recipe.epochs
     if epochs is not None:
         cfg.train.epochs = epochs

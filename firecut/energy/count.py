@@ -46,6 +46,10 @@ class EnergyModel:
     def energy_mj(self, ac: float, mac: float) -> float:
         return (ac * self.e_ac_pj + mac * self.e_mac_pj) * 1e-9  # pJ -> mJ
 
+    def finish(self, report: dict, counter: OpCounter) -> dict:
+        """The paper's model prices AC/MAC only: the report stands (hardware.HardwareModel adds terms)."""
+        return report
+
 
 def is_spike_input(x: torch.Tensor) -> bool:
     """True if every channel (dim 1) holds only 0 and one other value: binary up to a scale."""
@@ -106,6 +110,14 @@ class LayerCount:
     nonzero: float = 0.0  # nonzero inputs (synapse layers) or spikes (neurons), summed
     elements: float = 0.0  # inputs (synapse layers) or neuron-steps (neurons), summed
     kinds: set = field(default_factory=set)
+    # what the hardware model (energy.hardware) prices beyond AC/MAC, summed over images:
+    weights: int = 0  # weights of the layer (synapse layers)
+    passes: float = 0.0  # dense passes: rows computed as real-valued input (1 per image or per step)
+    reads: float = 0.0  # input elements read: every element of a dense pass, or of a spike map
+    outputs: float = 0.0  # output elements produced (per pass or per step)
+    image: bool = False  # the layer reads the network's input
+    beta: float = 1.0  # neurons: leak factor (decay multiply when < 1)
+    reset: str = ""  # neurons: subtract | zero | none
 
 
 class OpCounter:
@@ -121,6 +133,7 @@ class OpCounter:
         self.graph_kinds: dict[str, str] | None = None  # from the graph; None: judge by values
         self.images = 0
         self._batch = 0
+        self._first = False
         self._hooks: list = []
 
     def __enter__(self) -> OpCounter:
@@ -129,10 +142,10 @@ class OpCounter:
             self.graph_kinds = None if kinds is None else {f"net.{k}": v for k, v in kinds.items()}
         for name, m in self.model.named_modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
-                self.layers[name] = LayerCount(name, type(m).__name__)
+                self.layers[name] = LayerCount(name, type(m).__name__, weights=m.weight.numel())
                 self._hooks.append(m.register_forward_hook(self._synapse_hook(name)))
             elif isinstance(m, LIF):
-                self.layers[name] = LayerCount(name, "LIF", input="")
+                self.layers[name] = LayerCount(name, "LIF", input="", beta=float(m.beta), reset=m.reset)
                 self._hooks.append(m.register_forward_hook(self._neuron_hook(name)))
         return self
 
@@ -144,6 +157,7 @@ class OpCounter:
     def begin_batch(self, batch_size: int) -> None:
         self._batch = batch_size
         self.images += batch_size
+        self._first = True  # the next synapse layer to run reads the image
 
     def _synapse_hook(self, name: str):
         def hook(module, inputs, output):
@@ -152,6 +166,8 @@ class OpCounter:
             rows = x.shape[0]
             rec.nonzero += float((x != 0).sum())
             rec.elements += x.numel()
+            rec.image |= self._first
+            self._first = False
             expected = (self.graph_kinds or {}).get(name)
             spikes = self.spiking and expected in (None, "spike") and is_spike_input(x)
             if spikes:
@@ -160,6 +176,8 @@ class OpCounter:
                     rec.ac += float(conv_accumulates(x, module))
                 else:
                     rec.ac += float((x != 0).sum()) * module.out_features
+                rec.reads += x.numel()
+                rec.outputs += output.numel()
             else:
                 static = rows == self._batch or (
                     self.spiking and rows == self.T * self._batch
@@ -167,6 +185,9 @@ class OpCounter:
                 kind = "real-static" if (static and self.spiking) else "real"
                 counted_rows = self._batch if static else rows
                 rec.mac += dense_macs_per_row(module, x, output) * counted_rows
+                rec.passes += counted_rows
+                rec.reads += x[0].numel() * counted_rows
+                rec.outputs += output[0].numel() * counted_rows
             rec.kinds.add(kind)
         return hook
 
@@ -200,7 +221,7 @@ class OpCounter:
         mac = sum(r["mac"] for r in rows)
         neurons = [rec for rec in self.layers.values() if rec.type == "LIF"]
         steps = sum(rec.elements for rec in neurons)
-        return {
+        return energy.finish({
             "ac": ac,
             "mac": mac,
             "energy_mj": energy.energy_mj(ac, mac),
@@ -210,4 +231,4 @@ class OpCounter:
             "firing_rate": (sum(rec.nonzero for rec in neurons) / steps) if steps else None,
             "neuron_updates": steps / n,  # not in energy_mj (listed, not hidden)
             "layers": rows,
-        }
+        }, self)
