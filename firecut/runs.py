@@ -38,6 +38,12 @@ def _comparable(d: dict[str, Any]) -> dict[str, Any]:
             for s, sec in d.items()}
 
 
+def command_line() -> str:
+    """This process's command line as recorded (command.txt, a lock's owner): passwords in
+    URL-looking arguments redacted."""
+    return " ".join(["firecut"] + redact_argv(sys.argv[1:]))
+
+
 LOCK = ".firecut.lock"  # held while a process works in a folder; OWNER beside it says who
 OWNER = ".firecut.lock.owner"
 
@@ -63,9 +69,8 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
         raise FirecutError(f"cannot write to --out {folder} ({e.strerror or e}); "
                            "choose a writable folder") from None
     try:
-        command = " ".join(["firecut"] + redact_argv(sys.argv[1:]))
         atomic_write_text(folder / OWNER, f"process {os.getpid()} on {socket.gethostname()} "
-                                          f"({command})\n")
+                                          f"({command_line()})\n")
         yield
     finally:
         (folder / OWNER).unlink(missing_ok=True)
@@ -109,7 +114,7 @@ class RunFolder:
                 if self.file(name).exists():
                     self.file(name).unlink()
         atomic_write_text(cfg_file, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        atomic_write_text(self.file("command.txt"), " ".join(["firecut"] + redact_argv(sys.argv[1:])) + "\n")
+        atomic_write_text(self.file("command.txt"), command_line() + "\n")
         atomic_write_text(self.file("env.json"), json.dumps(environment(), indent=2) + "\n")
         if self.file("metrics.csv").exists():
             self.file("metrics.csv").unlink()
