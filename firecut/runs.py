@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import yaml
 
 import firecut
-from firecut.config import RunConfig
+from firecut.config import RunConfig, save_yaml
 from firecut.errors import FirecutError
 from firecut.io import atomic_write_text
 from firecut.search.storage import redact_argv
@@ -113,7 +113,7 @@ class RunFolder:
             for name in ("summary.json", "metrics.csv", "last.pt", "best.pt"):
                 if self.file(name).exists():
                     self.file(name).unlink()
-        atomic_write_text(cfg_file, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+        save_yaml(cfg, cfg_file)
         atomic_write_text(self.file("command.txt"), command_line() + "\n")
         atomic_write_text(self.file("env.json"), json.dumps(environment(), indent=2) + "\n")
         if self.file("metrics.csv").exists():
