@@ -158,6 +158,17 @@ def flat_defaults(settings: Any) -> dict[str, Any]:
     return out
 
 
+def settings_diff(old: dict[str, Any], new: dict[str, Any], ignore: tuple[str, ...] = (),
+                  defaults: dict[str, Any] | None = None) -> list[str]:
+    """The keys (sorted) whose values differ between stored flat settings `old` and the current
+    `new`, less `ignore`; a key `old` lacks counts as its value in `defaults` (a setting added
+    since it was stored). Shared by the ablation/benchmark pins and the search's study check."""
+    new = {k: v for k, v in new.items() if k not in ignore}
+    old = {**{k: v for k, v in (defaults or {}).items() if k in new},
+           **{k: v for k, v in old.items() if k not in ignore}}
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+
+
 @dataclass
 class RunConfig:
     data: DataConfig = field(default_factory=DataConfig)

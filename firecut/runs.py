@@ -25,7 +25,7 @@ from typing import Any, Iterator
 import yaml
 
 import firecut
-from firecut.config import RunConfig
+from firecut.config import RunConfig, save_yaml
 from firecut.errors import FirecutError
 from firecut.io import atomic_write_text
 from firecut.search.storage import redact_argv
@@ -36,6 +36,12 @@ IGNORED_ON_RESUME = {("train", "device"), ("data", "root")}  # may change betwee
 def _comparable(d: dict[str, Any]) -> dict[str, Any]:
     return {s: {k: v for k, v in sec.items() if (s, k) not in IGNORED_ON_RESUME}
             for s, sec in d.items()}
+
+
+def command_line() -> str:
+    """This process's command line as recorded (command.txt, a lock's owner): passwords in
+    URL-looking arguments redacted."""
+    return " ".join(["firecut"] + redact_argv(sys.argv[1:]))
 
 
 LOCK = ".firecut.lock"  # held while a process works in a folder; OWNER beside it says who
@@ -63,9 +69,8 @@ def folder_lock(folder: str | os.PathLike) -> Iterator[None]:
         raise FirecutError(f"cannot write to --out {folder} ({e.strerror or e}); "
                            "choose a writable folder") from None
     try:
-        command = " ".join(["firecut"] + redact_argv(sys.argv[1:]))
         atomic_write_text(folder / OWNER, f"process {os.getpid()} on {socket.gethostname()} "
-                                          f"({command})\n")
+                                          f"({command_line()})\n")
         yield
     finally:
         (folder / OWNER).unlink(missing_ok=True)
@@ -108,8 +113,8 @@ class RunFolder:
             for name in ("summary.json", "metrics.csv", "last.pt", "best.pt"):
                 if self.file(name).exists():
                     self.file(name).unlink()
-        atomic_write_text(cfg_file, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-        atomic_write_text(self.file("command.txt"), " ".join(["firecut"] + redact_argv(sys.argv[1:])) + "\n")
+        save_yaml(cfg, cfg_file)
+        atomic_write_text(self.file("command.txt"), command_line() + "\n")
         atomic_write_text(self.file("env.json"), json.dumps(environment(), indent=2) + "\n")
         if self.file("metrics.csv").exists():
             self.file("metrics.csv").unlink()

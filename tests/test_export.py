@@ -227,8 +227,9 @@ def test_the_verdict_rules():
 
     cfg = VerifyConfig()
     ok = LayerCheck(1e-7, True, 5, 10, 10, 1000)
-    same = dict(images=100, matching=100, agreement=1.0, max_abs_diff=0.0, lost=0, gained=0)
-    moved = dict(images=1000, matching=987, agreement=0.995, max_abs_diff=0.4, lost=3, gained=2)
+    labelled = dict(acc_source=0.9, acc_artifact=0.9)  # compare() always sets both; None: made inputs
+    same = dict(labelled, images=100, matching=100, agreement=1.0, max_abs_diff=0.0, lost=0, gained=0)
+    moved = dict(labelled, images=1000, matching=987, agreement=0.995, max_abs_diff=0.4, lost=3, gained=2)
     worse = dict(moved, matching=900, agreement=0.99, lost=10, gained=0)  # 10 > 3 * sqrt(10) = 9.5
     churned = dict(moved, matching=0, agreement=0.9, max_abs_diff=1.3, lost=50, gained=50)
     assert judge(same, strict=True, layer=ok, cfg=cfg)[0] == "exact"

@@ -187,20 +187,20 @@ def test_liveness_reads_heartbeats_on_the_readers_clock_not_the_workers():
     now = [1000.0]
     watch = W.Watch(clock=lambda: now[0])
 
-    def verdicts():
+    def dead():
         led = W.Ledger(study.get_trials(), stale_s=60.0, watch=watch)
-        return [led.verdicts[t._trial_id] for t in (skewed, stopped)]
+        return [led.stale(t) for t in (skewed, stopped)]
 
-    assert verdicts() == ["unsure", "unsure"]  # an hour-old wall-clock stamp says nothing
+    assert dead() == [False, False]  # an hour-old wall-clock stamp says nothing
     for _ in range(5):  # 100 s of the reader's time; the skewed worker beats, the other does not
         now[0] += 20.0
         skewed.set_user_attr("heartbeat", time.time() - 3600)
-        v = verdicts()
-        assert v[0] == "alive"
-    assert v[1] == "dead" and study.get_trials()[1].state == optuna.trial.TrialState.RUNNING
+        v = dead()
+        assert v == [False, now[0] - 1000.0 > 60.0]  # dead once still for stale_s, and only then
+    assert v[1] and study.get_trials()[1].state == optuna.trial.TrialState.RUNNING
     # the same host name in another container: its pid is not looked up in ours
     led = W.Ledger(study.get_trials(), stale_s=1e9, watch=W.Watch())
-    assert led.verdicts[stopped._trial_id] == "unsure"
+    assert not led.stale(stopped)
 
 
 def test_reports_and_best_pt_from_real_training(tmp_path, base):

@@ -158,6 +158,17 @@ def test_presets_apply_per_mode_and_flags_win():
     json.dumps(cfg.to_dict())  # the config snapshot is plain data
 
 
+def test_settings_diff_names_changed_keys_less_ignored_and_counts_missing_as_defaults():
+    from firecut.config import settings_diff
+
+    old = {"epochs": 1, "root": "/a", "width": 0.5}
+    assert settings_diff(old, {"epochs": 2, "root": "/b", "width": 0.5}, ("root",)) == ["epochs"]
+    assert settings_diff(old, {"epochs": 1, "width": 0.5, "lam": 0.2}) == ["lam", "root"]
+    # a key the stored settings lack (added since) counts as its default
+    assert settings_diff(old, {**old, "lam": 0.2}, defaults={"lam": 0.2}) == []
+    assert settings_diff(old, {**old, "lam": 0.3}, defaults={"lam": 0.2}) == ["lam"]
+
+
 def test_config_yaml_round_trip_and_unknown_keys(tmp_path):
     cfg = tiny_cfg(epochs=2)
     cfg.model.keep = ["fire2", "fire9"]

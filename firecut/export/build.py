@@ -189,15 +189,16 @@ def export_checkpoint(cfg: ExportConfig, log: Callable[[str], None] = lambda m: 
 def format_report(r: ExportReport) -> str:
     """What was checked, for stdout: one labelled line per fact."""
     c = r.check
+    made = c.acc_source is None  # made inputs: no labels (see _test_images)
     lines = [
         f"artifact  {r.path}  ({r.kind}, {r.size_bytes / 1e6:.2f} MB; exported in {r.export_seconds:.1f} s)",
         (f"checked   {c.images} {r.dataset}, reloaded from disk ({r.verify_seconds:.1f} s)"
-         if r.dataset == MADE else
+         if made else
          f"checked   {c.images} test images of {r.dataset}, reloaded from disk ({r.verify_seconds:.1f} s)"),
         f"scores    max |Δ| {c.max_abs_diff:.3g} vs the source; {c.matching} of {c.images} images "
         "within float tolerance",
         (f"agree     {c.agreement:.1%} same predicted class; accuracy not checked (no labels)"
-         if c.acc_source is None else
+         if made else
          f"agree     {c.agreement:.1%} same predicted class; accuracy {c.acc_artifact:.1%} "
          f"(source {c.acc_source:.1%}; {c.lost} images lost, {c.gained} gained)"),
     ]

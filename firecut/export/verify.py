@@ -210,7 +210,7 @@ def judge(c: dict, *, strict: bool, layer: LayerCheck | None, cfg: VerifyConfig)
         return "failed", f"{mismatch}, and there is no layer-by-layer check to explain it"
     if c["agreement"] < cfg.min_agreement:
         return "failed", (f"{mismatch}: more than {1 - cfg.min_agreement:.0%} of predictions changed")
-    if c.get("acc_source", 0.0) is None:  # made inputs: no labels
+    if c["acc_source"] is None:  # made inputs: no labels
         return "equivalent", (f"{mismatch}: spikes/quantiser levels flipped by rounding; layer by "
                               "layer the same; accuracy not checked (made inputs, no test images)")
     margin = cfg.z * math.sqrt(c["lost"] + c["gained"])

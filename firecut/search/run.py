@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from firecut.ablate import AblateConfig, check_base, train_base
-from firecut.config import RecipeConfig, flat_settings
+from firecut.config import RecipeConfig, flat_settings, settings_diff
 from firecut.errors import FirecutError
 from firecut.pruning.masks import ALL_MASKS, bits_of
 from firecut.training.recipe import check_preset, check_step_counts
@@ -124,8 +124,9 @@ def signature(cfg: SearchConfig, base: str | None) -> dict[str, Any]:
     return {"dataset": dataset_name(cfg.recipe.dataset), **sig}
 
 
-def refuse_other_settings(cfg: SearchConfig, url: str, old: dict[str, Any], sig: dict[str, Any]) -> None:
-    diff = sorted(k for k in set(old) | set(sig) if old.get(k) != sig.get(k))
+def refuse_other_settings(cfg: SearchConfig, url: str, old: dict[str, Any], sig: dict[str, Any],
+                          ignore: tuple[str, ...] = ()) -> None:
+    diff = settings_diff(old, sig, ignore)
     if diff:
         raise FirecutError(f"study '{cfg.study}' in {redact(url)} was searched with other settings "
                            f"({', '.join(diff)}); give the same settings (and the same --base "
@@ -147,7 +148,7 @@ def check_before_training(cfg: SearchConfig, storage: Any, url: str) -> None:
             old = storage.get_study_user_attrs(study_id).get("firecut")
     if old is not None:
         sig = signature(cfg, None)
-        refuse_other_settings(cfg, url, {k: v for k, v in old.items() if k != "base_sha256"}, sig)
+        refuse_other_settings(cfg, url, old, sig, ignore=("base_sha256",))
     load_data(cfg.recipe.dataset, cfg.recipe.root, train_subset=1, test_subset=1)
 
 

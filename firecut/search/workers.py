@@ -66,17 +66,16 @@ class Watch:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic):
         self.clock = clock
-        self.seen: dict[int, tuple[Any, float, bool]] = {}  # trial id -> (beat, since, ever changed)
+        self.seen: dict[int, tuple[Any, float]] = {}  # trial id -> (beat, since)
 
-    def observe(self, trial_id: int, beat: Any) -> tuple[float, bool]:
-        """(seconds this beat has stood unchanged as far as this reader knows, whether it has
-        been seen to change)."""
+    def observe(self, trial_id: int, beat: Any) -> float:
+        """Seconds this beat has stood unchanged as far as this reader knows."""
         now = self.clock()
         old = self.seen.get(trial_id)
         if old is None or old[0] != beat:
-            self.seen[trial_id] = (beat, now, old is not None)
-            return 0.0, old is not None
-        return now - old[1], old[2]
+            self.seen[trial_id] = (beat, now)
+            return 0.0
+        return now - old[1]
 
 
 class Ledger:
@@ -88,27 +87,25 @@ class Ledger:
         self.S, self.trials, self.stale_s = TrialState, trials, stale_s
         self.watch = watch or Watch()
         self.here = pid_namespace()
-        self.verdicts = {t._trial_id: self._judge(t) for t in trials if t.state == TrialState.RUNNING}
+        self.dead = {t._trial_id for t in trials if t.state == TrialState.RUNNING and self._dead(t)}
 
-    def _judge(self, t) -> str:
-        """'dead', 'alive' or 'unsure' (not seen long enough): its process is gone (same pid
-        namespace), or its heartbeat stood still for stale_s of this reader's time."""
+    def _dead(self, t) -> bool:
+        """Its heartbeat stood still for stale_s of this reader's time, or its process is gone
+        (same pid namespace)."""
         a = t.user_attrs
-        unchanged_s, changed = self.watch.observe(t._trial_id, a.get("heartbeat"))
-        if unchanged_s > self.stale_s:
-            return "dead"
+        if self.watch.observe(t._trial_id, a.get("heartbeat")) > self.stale_s:
+            return True
         if self.here is not None and a.get("pidns") == self.here and a.get("pid"):
             try:
                 os.kill(int(a["pid"]), 0)
             except ProcessLookupError:
-                return "dead"
+                return True
             except PermissionError:
                 pass
-            return "alive"
-        return "alive" if changed else "unsure"
+        return False
 
     def stale(self, t) -> bool:
-        return self.verdicts.get(t._trial_id) == "dead"
+        return t._trial_id in self.dead
 
     def live(self, t) -> bool:
         return (t.state == self.S.RUNNING and t.user_attrs.get("status", "claim") in ("claim", "confirmed")
@@ -171,8 +168,9 @@ class Worker:
         with storage_errors(self.url):
             self.study._storage.set_trial_user_attr(trial_id, key, value)
 
-    def tidy(self, led: Ledger) -> None:
-        """Fails dead workers' trials (their masks are then tried again: see next_fixed)."""
+    def tidy(self, led: Ledger) -> bool:
+        """Fails dead workers' trials (their masks are then tried again: see next_fixed); whether
+        there were any (the study must then be read again)."""
         from optuna.exceptions import UpdateFinishedTrialError
 
         for t in led.trials:
@@ -186,6 +184,7 @@ class Worker:
                         self.study._storage.set_trial_state_values(t._trial_id, led.S.FAIL)
                 except UpdateFinishedTrialError:
                     pass
+        return any(led.stale(t) for t in led.trials)
 
     def next_fixed(self, led: Ledger) -> tuple[str, dict[str, Any]] | None:
         """The mask to try before asking the sampler: a failed one first (its run folder resumes),
@@ -213,8 +212,8 @@ class Worker:
     def run(self) -> None:
         while True:
             led = self.ledger()
-            self.tidy(led)
-            led = self.ledger()
+            if self.tidy(led):  # dead trials were failed: read the study as it is now
+                led = self.ledger()
             if led.used() >= self.cfg.trials:
                 if not any(led.live(t) for t in led.trials):
                     return

@@ -15,7 +15,7 @@ from typing import Any, Callable
 import yaml
 
 from firecut.config import (PRESETS, ModelConfig, RecipeConfig, RunConfig, apply_preset,
-                            validate)
+                            settings_diff, validate)
 from firecut.errors import FirecutError
 from firecut.io import atomic_write_text
 
@@ -49,9 +49,7 @@ def pin_settings(out: Path, filename: str, mine: dict[str, Any], refusal: str,
     path = out / filename
     mine = {k: v for k, v in mine.items() if k not in UNPINNED}
     if path.is_file():
-        file = {k: v for k, v in (yaml.safe_load(path.read_text()) or {}).items() if k not in UNPINNED}
-        old = {**{k: v for k, v in (defaults or {}).items() if k in mine}, **file}
-        diff = sorted(k for k in set(old) | set(mine) if old.get(k) != mine.get(k))
+        diff = settings_diff(yaml.safe_load(path.read_text()) or {}, mine, UNPINNED, defaults)
         if diff:
             raise FirecutError(f"{out} holds {refusal} ({', '.join(diff)}); use another --out")
     else:
