@@ -79,11 +79,12 @@ class HardwareModel(EnergyModel):
         else:
             state_bytes = max(((r.reads + r.outputs) / max(r.passes, 1) * a_bits / 8 for r in recs
                                if r.type != "LIF"), default=0.0)
-        e_w = self.weight_pj_per_bit if self.weight_pj_per_bit is not None else memory_pj_per_bit(weight_bytes)
-        e_s = self.state_pj_per_bit if self.state_pj_per_bit is not None else memory_pj_per_bit(state_bytes)
+        e_w, e_s = self.weight_pj_per_bit, self.state_pj_per_bit
+        e_w = memory_pj_per_bit(weight_bytes) if e_w is None else e_w
+        e_s = memory_pj_per_bit(state_bytes) if e_s is None else e_s
         e_add, e_mult = self.e_ac_pj, self.e_mac_pj - self.e_ac_pj
         totals: dict[str, float] = {}
-        for row, r in zip(report["layers"], recs):
+        for row, r in zip(report["layers"], recs, strict=True):
             terms = {"synaptic": 0.0, "weights": 0.0, "inputs": 0.0, "neuron": 0.0, "state": 0.0}
             if r.type == "LIF":
                 leak = e_mult if r.beta < 1 else 0.0
@@ -124,7 +125,7 @@ def make_energy(preset: str = "45nm-fp32", e_ac_pj: float | None = None, e_mac_p
     if model == "hardware":
         return hw
     path = Path(model)
-    if not path.suffix.lower() in (".yaml", ".yml"):
+    if path.suffix.lower() not in (".yaml", ".yml"):
         raise FirecutError(f"unknown energy model '{model}'; choose one of: {', '.join(ENERGY_MODELS)}, "
                            "or give the path of a YAML file of hardware costs (docs/energy.md)")
     return replace(hw, **read_costs(path))
