@@ -461,3 +461,7 @@ def test_export_and_predict_end_to_end_on_real_cifar10(tmp_path, capsys):
             assert got == A.open_artifact(path, trust_torchscript=True).run(x.numpy()).argmax(1).tolist()
             if verdict == "exact":
                 assert got == source
+    # a max-pool net with subtract reset and a half-full membrane: NIR holds none of the three
+    assert_user_error(cli("export", ckpt_path, "--format", "nir", capsys=capsys), "cannot export",
+                      "max-pooling", "reset to zero", "initial membrane")
+    assert not ckpt_path.with_name("best.nir").exists()

@@ -14,9 +14,9 @@ from firecut.errors import FirecutError
 @command(epilog="Example: firecut export runs/snn/best.pt --format onnx -o snn.onnx")
 def export(
     checkpoint: str = typer.Argument(..., help="A best.pt/last.pt written by `firecut train`."),
-    fmt: str = typer.Option("pt", "--format", help="pt (the firecut model, for firecut.load) | torchscript | onnx (T steps unrolled, BN folded)."),
+    fmt: str = typer.Option("pt", "--format", help="pt (the firecut model, for firecut.load) | torchscript | onnx (T steps unrolled, BN folded) | nir (a neuromorphic graph: average pools and reset to zero only)."),
     fmt_old: Optional[str] = typer.Option(None, "-f", hidden=True, help="Old spelling of --format (-f is --file elsewhere)."),
-    output: Optional[str] = typer.Option(None, "-o", "--output", help="Artifact path \\[default: beside the checkpoint: STEM.export.pt, STEM.torchscript.pt or STEM.onnx]."),
+    output: Optional[str] = typer.Option(None, "-o", "--output", help="Artifact path \\[default: beside the checkpoint: STEM.export.pt, STEM.torchscript.pt, STEM.onnx or STEM.nir]."),
     dataset: Optional[str] = typer.Option(None, help="Dataset whose test images to verify on \\[default: the one recorded in the checkpoint]."),
     data_root: Optional[str] = typer.Option(None, "--data-root", "--root", help="Download/cache folder \\[default: the checkpoint's, else $FIRECUT_DATA or ~/.cache/firecut/data]."),
     images: int = typer.Option(1000, help="Test images (class-balanced) the export is verified on."),
@@ -39,7 +39,7 @@ def export(
 
 @command(epilog="Example: firecut predict runs/snn/best.onnx cat.png dog.jpg --top 3")
 def predict(
-    artifact: str = typer.Argument(..., help="A file written by `firecut export` (pt, torchscript or onnx)."),
+    artifact: str = typer.Argument(..., help="A file written by `firecut export` (pt, torchscript, onnx or nir)."),
     images: list[str] = typer.Argument(..., help="Image files (PNG, JPEG: anything PIL reads)."),
     top: int = typer.Option(1, help="Print the K most probable classes per image."),
     trust_torchscript: bool = typer.Option(False, "--trust-torchscript", help="Open a TorchScript artifact: loading one runs code from the file, so only for files you made or whose source you trust \\[default: refused]."),

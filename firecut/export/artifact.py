@@ -11,8 +11,11 @@ output averaged over T; a CNN's logits).
                metadata in `_extra_files["firecut.json"]`.
   onnx         the same graph, dynamic batch, input "image", output "scores"; metadata as
                `metadata_props["firecut"]` (JSON).
+  nir          a spiking SqueezeNet with average pools and reset to zero as a NIR graph (HDF5;
+               firecut.export.to_nir), one step per call; metadata in the graph's
+               `metadata["firecut"]` (JSON); scores = the output's mean over T steps.
 
-No data loaders or training code are imported here; torch, onnx and onnxruntime only inside the
+No data loaders or training code are imported here; torch, onnx, onnxruntime and nir only inside the
 functions that need them.
 """
 
@@ -37,15 +40,17 @@ MARKER = "firecut-export"
 FORMAT_VERSION = 1
 TS_EXTRA = "firecut.json"  # TorchScript _extra_files name
 ONNX_KEY = "firecut"  # ONNX metadata_props key
-SUFFIXES = {"pt": ".export.pt", "torchscript": ".torchscript.pt", "onnx": ".onnx"}  # default names
+SUFFIXES = {"pt": ".export.pt", "torchscript": ".torchscript.pt", "onnx": ".onnx",
+            "nir": ".nir"}  # default names
+HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"  # a NIR file is HDF5
 # What a file whose name ends so may hold (longest ending first); other names go by content alone.
-NAMED_KINDS = ((".torchscript.pt", ("torchscript",)), (".onnx", ("onnx",)),
+NAMED_KINDS = ((".torchscript.pt", ("torchscript",)), (".onnx", ("onnx",)), (".nir", ("nir",)),
                (".pt", ("pt", "torchscript")), (".pth", ("pt", "torchscript")))
 
 
 @dataclass
 class ArtifactMeta:
-    kind: str  # pt | torchscript | onnx
+    kind: str  # pt | torchscript | onnx | nir
     model: str  # registered model name
     spiking: bool
     timesteps: int  # T, steps per image (1 for a CNN)
@@ -142,9 +147,15 @@ def onnx_bytes(model, graph, meta: ArtifactMeta, arch: dict[str, Any]) -> bytes:
     return proto.SerializeToString()
 
 
+def nir_bytes(model, graph, meta: ArtifactMeta, arch: dict[str, Any]) -> bytes:
+    from firecut.export.to_nir import nir_bytes as write
+
+    return write(graph, meta.image_size, asdict(meta))
+
+
 # kind -> writer(model, unrolled graph, meta, arch) -> bytes
 WRITERS: dict[str, Callable[..., bytes]] = {"pt": pt_bytes, "torchscript": torchscript_bytes,
-                                             "onnx": onnx_bytes}
+                                             "onnx": onnx_bytes, "nir": nir_bytes}
 
 
 def check_name(path: str | os.PathLike, kind: str, flag: str = "") -> None:
@@ -176,10 +187,13 @@ class Artifact:
 
 
 def sniff(path: str | os.PathLike) -> str:
-    """The format of a file by its content: 'pt', 'torchscript' or 'onnx' (unchecked)."""
+    """The format of a file by its content: 'pt', 'torchscript', 'onnx' or 'nir' (unchecked)."""
     path = Path(path)
     if not path.is_file():
         raise FirecutError(f"{path} does not exist; give a file written by `firecut export`")
+    with open(path, "rb") as f:
+        if f.read(len(HDF5_SIGNATURE)) == HDF5_SIGNATURE:
+            return "nir"
     if zipfile.is_zipfile(path):
         try:
             names = zipfile.ZipFile(path).namelist()
@@ -293,16 +307,25 @@ def _open_onnx(path: Path) -> Artifact:
     return Artifact(path, meta, lambda x: session.run(None, {name: np.ascontiguousarray(x, np.float32)})[0])
 
 
+def _open_nir(path: Path) -> Artifact:
+    from firecut.export.to_nir import read_nir, runner
+
+    graph, meta = read_nir(path)
+    meta = ArtifactMeta.from_dict(meta, str(path))
+    return Artifact(path, meta, runner(graph, meta.timesteps))
+
+
 READERS: dict[str, Callable[[Path], Artifact]] = {"pt": _open_pt, "torchscript": _open_torchscript,
-                                                  "onnx": _open_onnx}
+                                                  "onnx": _open_onnx, "nir": _open_nir}
 
 
 def open_artifact(path: str | os.PathLike, trust_torchscript: bool = False,
                   check_names: bool = True) -> Artifact:
-    """Reads any of the three formats, told apart by content; a content its name contradicts is
+    """Reads any of the four formats, told apart by content; a content its name contradicts is
     refused (check_names), and so is TorchScript, which runs code from the file as it loads,
     unless the caller trusts the file (trust_torchscript: it made the file, or knows its source).
-    pt files load with torch.load(weights_only=True) and ONNX through onnxruntime: data only."""
+    pt files load with torch.load(weights_only=True), ONNX through onnxruntime and NIR through
+    h5py: data only."""
     path = Path(path)
     kind = sniff(path)
     if check_names:

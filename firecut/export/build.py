@@ -1,8 +1,9 @@
-"""`firecut export`: a checkpoint -> a verified pt / TorchScript / ONNX file.
+"""`firecut export`: a checkpoint -> a verified pt / TorchScript / ONNX / NIR file.
 
     1. load the checkpoint and its model (CPU), and `images` real test images of its dataset
     2. build what the format holds (pt: the model itself; torchscript/onnx: the unrolled graph,
-       BN folded, T fixed) and serialise it with its metadata (firecut.export.artifact)
+       BN folded, T fixed; nir: that graph as NIR nodes, one step per call) and serialise it with
+       its metadata (firecut.export.artifact)
     3. write it atomically to a hidden `.NAME.verifying` file beside the target
     4. reload that file from disk with the format's own runtime, run it on the images, and judge
        it against the source model (firecut.export.verify)
@@ -30,6 +31,7 @@ from firecut.errors import FirecutError
 from firecut.io import atomic_write_bytes
 from firecut.spiking import SpikingNet
 from firecut.training.loop import model_keep
+from firecut.export.to_nir import check_nir
 from firecut.export.unrolled import unroll
 from firecut.export.verify import (Check, VerifyConfig, compare, discontinuous, judge, layer_check,
                             run_batches)
@@ -38,7 +40,7 @@ from firecut.export.verify import (Check, VerifyConfig, compare, discontinuous, 
 @dataclass
 class ExportConfig:
     checkpoint: str  # a best.pt/last.pt written by `firecut train`
-    kind: str = "pt"  # pt | torchscript | onnx
+    kind: str = "pt"  # pt | torchscript | onnx | nir
     output: str | None = None  # default: beside the checkpoint, STEM + SUFFIXES[kind]
     dataset: str | None = None  # test images to verify on; default: the checkpoint's own dataset
     root: str | None = None  # data root; default: the checkpoint's own
@@ -145,8 +147,10 @@ def export_checkpoint(cfg: ExportConfig, log: Callable[[str], None] = lambda m: 
     check_kind(cfg.kind)
     ckpt = load_checkpoint(cfg.checkpoint)
     out = _target(cfg)
-    dataset, x, y = _test_images(ckpt, cfg, log)
     source = model_from_checkpoint(ckpt).eval()
+    if cfg.kind == "nir":  # before any data loads: a net NIR cannot hold is refused at once
+        check_nir(source, cfg.checkpoint)
+    dataset, x, y = _test_images(ckpt, cfg, log)
     on = f"{len(x)} {dataset}" if y is None else f"{len(x)} test images of {dataset}"
     log(f"exporting {cfg.checkpoint} as {cfg.kind}; verifying on {on}")
 
