@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from firecut.config import (ModelConfig, RecipeConfig, SpikingConfig, child_of, flat_defaults, flat_settings,
-                            validate)
+from firecut.config import (ENERGY_PRESETS, MATCHED, ModelConfig, RecipeConfig, SpikingConfig, child_of,
+                            energy_mj, flat_defaults, flat_settings, validate)
 from firecut.errors import FirecutError
 from firecut.training.recipe import (check_preset, check_step_counts, cnn_then_snn, pin_settings,
                                      snn_from_cnn, step_config)
@@ -214,17 +214,19 @@ def aggregate(runs: list[dict[str, Any]], schedules: list[Schedule]) -> list[dic
         row: dict[str, Any] = {"schedule": sched.name, "keep": list(sched.keep),
                                "params": mine[0]["params"], "epochs": mine[0]["epochs"],
                                "timesteps": mine[0]["timesteps"], "seeds": len(mine)}
-        rows.append({**row, **seed_stats(mine)})
+        int8 = [{"energy_int8_mj": energy_mj(r["ac"], r["mac"], *ENERGY_PRESETS[MATCHED])} for r in mine]
+        rows.append({**row, **seed_stats(mine), **seed_stats(int8, ("energy_int8_mj",))})
     return rows
 
 
 def table_markdown(rows: list[dict[str, Any]]) -> str:
-    head = "| Schedule | " + " | ".join(f"F{m[4:]}" for m in FIRE_NAMES) + " | Acc | Params | Energy (mJ) |"
-    lines = [head, "|" + "---|" * (len(FIRE_NAMES) + 4)]
+    head = ("| Schedule | " + " | ".join(f"F{m[4:]}" for m in FIRE_NAMES)
+            + " | Acc | Params | Energy (mJ) | Energy, int8 (mJ) |")
+    lines = [head, "|" + "---|" * (len(FIRE_NAMES) + 5)]
     for r in rows:
         marks = " | ".join("✓" if m in r["keep"] else "–" for m in FIRE_NAMES)
         lines.append(f"| {r['schedule']} | {marks} | {mean_pm(r, 'acc', '.4f')} | {r['params']:,} | "
-                     f"{mean_pm(r, 'energy_mj', '.5f')} |")
+                     f"{mean_pm(r, 'energy_mj', '.5f')} | {mean_pm(r, 'energy_int8_mj', '.6f')} |")
     return "\n".join(lines) + "\n"
 
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from firecut.config import ENERGY_PRESETS, RecipeConfig, flat_defaults, flat_settings
+from firecut.config import ENERGY_PRESETS, MATCHED, RecipeConfig, energy_mj, flat_defaults, flat_settings
 from firecut.errors import FirecutError
 from firecut.training.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings
 from firecut.io import atomic_write_text
@@ -158,18 +158,11 @@ def pairs(rows: list[dict[str, Any]]) -> list[tuple[str, dict[str, Any], dict[st
             for name in dict.fromkeys(r["model"] for r in rows)]
 
 
-# The matched-precision comparison: the clip-quant CNN has ceil(log2(L+1))-bit activations, so
-# both nets are charged as integer hardware with int8 weights would run them, from one table
-# (Horowitz 2014, 45 nm): an accumulate is an int8 add, a multiply-accumulate an int8 multiply
-# plus add. The run's own preset (the paper's fp32 by default) gives the other ratio.
-MATCHED = "45nm-int8"
-
-
 def matched_ratio(cnn: dict[str, Any], snn: dict[str, Any]) -> float:
-    """CNN / SNN energy with both charged at MATCHED: (AC·e_AC + MAC·e_MAC) of each, counted."""
-    e_ac, e_mac = ENERGY_PRESETS[MATCHED]
-    snn_pj = snn["ac"] * e_ac + snn["mac"] * e_mac
-    return (cnn["ac"] * e_ac + cnn["mac"] * e_mac) / snn_pj if snn_pj else float("inf")
+    """CNN / SNN energy with both charged at config.MATCHED (int8) from their counted AC and MAC.
+    The run's own preset (the paper's fp32 by default) gives the other ratio."""
+    snn_mj = energy_mj(snn["ac"], snn["mac"], *ENERGY_PRESETS[MATCHED])
+    return energy_mj(cnn["ac"], cnn["mac"], *ENERGY_PRESETS[MATCHED]) / snn_mj if snn_mj else float("inf")
 
 
 def table2_markdown(rows: list[dict[str, Any]]) -> str:

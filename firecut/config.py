@@ -95,6 +95,17 @@ ENERGY_PRESETS: dict[str, tuple[float, float]] = {
     "45nm-int32": (0.1, 3.2),  # int add 0.1; int mult 3.1 + add 0.1
     "45nm-int8": (0.03, 0.23),  # int add 0.03; int mult 0.2 + add 0.03
 }
+# The matched-precision comparison: a clip-quant CNN has ceil(log2(L+1))-bit activations, so both
+# nets are charged as integer hardware with int8 weights would run them, from one table (Horowitz
+# 2014, 45 nm): an accumulate is an int8 add, a multiply-accumulate an int8 multiply plus add.
+MATCHED = "45nm-int8"
+
+
+def energy_mj(ac: float, mac: float, e_ac_pj: float, e_mac_pj: float) -> float:
+    """The paper's energy model: E [mJ] = (AC e_AC + MAC e_MAC) [pJ] * 1e-9."""
+    return (ac * e_ac_pj + mac * e_mac_pj) * 1e-9
+
+
 ENERGY_MODEL_HELP = ("Energy model: paper (AC/MAC only, as the paper) | hardware (plus neuron updates and "
                      "memory traffic; docs/energy.md) | the path of a YAML file of hardware costs.")
 ENERGY_HELP = " | ".join(f"{k} ({a:g}/{m:g} pJ)" for k, (a, m) in ENERGY_PRESETS.items())

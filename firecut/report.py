@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 
 from firecut.benchmark import TABLE1_HEAD, table1_line
+from firecut.config import energy_mj
 from firecut.errors import FirecutError
 
 
@@ -59,7 +60,7 @@ def rows_of(folder: str | Path) -> list[tuple[str, dict[str, Any]]]:
 def recharge(row: dict[str, Any], e_ac_pj: float, e_mac_pj: float) -> dict[str, Any]:
     """The row's energy under other costs per op, from its counted AC and MAC per seed:
     E = (AC * e_AC + MAC * e_MAC) * 1e-9 mJ."""
-    per_seed = [(a * e_ac_pj + m * e_mac_pj) * 1e-9
+    per_seed = [energy_mj(a, m, e_ac_pj, e_mac_pj)
                 for a, m in zip(row["ac_per_seed"], row["mac_per_seed"], strict=True)]
     std = statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0
     return {**row, "energy_mj": statistics.fmean(per_seed), "energy_mj_std": std,

@@ -8,11 +8,11 @@ from typing import Any
 METRICS = ("acc", "f1", "ac", "mac", "energy_mj", "firing_rate", "train_seconds")
 
 
-def seed_stats(runs: list[dict[str, Any]]) -> dict[str, Any]:
+def seed_stats(runs: list[dict[str, Any]], metrics: tuple[str, ...] = METRICS) -> dict[str, Any]:
     """For each metric over the runs of one row (one per seed): mean, std (0 for one seed) and
     the per-seed values, as METRIC, METRIC_std, METRIC_per_seed."""
     row: dict[str, Any] = {}
-    for m in METRICS:
+    for m in metrics:
         values = [float(r[m] or 0.0) for r in runs]
         row[m] = statistics.fmean(values)
         row[m + "_std"] = statistics.stdev(values) if len(values) > 1 else 0.0

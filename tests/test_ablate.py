@@ -184,6 +184,20 @@ def test_seeds_give_mean_and_std():
     assert "0.6000 ± 0.1414" in A.table_markdown([row])
 
 
+def test_the_table_prices_each_schedule_at_matched_int8_precision_too():
+    from firecut.pruning.schedules import Schedule
+
+    runs = [{"schedule": "A", "params": 10, "epochs": 1, "timesteps": 4, "acc": 0.5, "f1": 0.5,
+             "ac": ac, "mac": 1e6, "energy_mj": 0.0, "firing_rate": 0.1, "train_seconds": 3.0}
+            for ac in (4e6, 6e6)]
+    (row,) = A.aggregate(runs, [Schedule("A", FIRE_NAMES)])
+    expect = [(ac * 0.03 + 1e6 * 0.23) * 1e-9 for ac in (4e6, 6e6)]  # Horowitz int8 add; mult + add
+    assert row["energy_int8_mj_per_seed"] == pytest.approx(expect)
+    head, _, line = A.table_markdown([row]).splitlines()
+    assert head.endswith("| Energy (mJ) | Energy, int8 (mJ) |")
+    assert line.endswith(f"| {sum(expect) / 2:.6f} ± {abs(expect[1] - expect[0]) / 2 ** 0.5:.6f} |")
+
+
 def test_pareto_front():
     pts = [(1.0, 0.5), (2.0, 0.6), (1.5, 0.4), (3.0, 0.6), (0.5, 0.3)]
     assert A.pareto_front(pts) == [0, 1, 4]

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from firecut.config import energy_per_op  # presets: config.ENERGY_PRESETS (Horowitz 2014, 45 nm)
+from firecut.config import energy_mj, energy_per_op  # presets: config.ENERGY_PRESETS (Horowitz 2014, 45 nm)
 from firecut.errors import FirecutError
 from firecut.spiking.graph import input_kinds
 from firecut.spiking import LIF, SpikingNet
@@ -44,7 +44,7 @@ class EnergyModel:
         return cls(*energy_per_op(preset, e_ac_pj, e_mac_pj))
 
     def energy_mj(self, ac: float, mac: float) -> float:
-        return (ac * self.e_ac_pj + mac * self.e_mac_pj) * 1e-9  # pJ -> mJ
+        return energy_mj(ac, mac, self.e_ac_pj, self.e_mac_pj)
 
     def finish(self, report: dict, counter: OpCounter) -> dict:
         """The paper's model prices AC/MAC only: the report stands (hardware.HardwareModel adds terms)."""
