@@ -106,6 +106,12 @@ def test_cnn_pays_activations_at_its_clip_quant_bits():
         assert second["inputs"] == 3 * 16 * bits  # the activations it reads
         assert first["state"] == 3 * 16 * bits and first["neuron"] == pytest.approx(3 * 16 * 0.03)
         assert first["weights"] == 3 * 2 * 9 * 8  # every weight once per image
+        assert second["neuron"] == 0 and second["state"] == 0  # no activation after the classifier
+    # a pool before the activation (SqueezeNet's blocks): the activations are the pooled outputs
+    pooled = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.MaxPool2d(2), ClipQuant(levels=4),
+                           nn.Conv2d(3, 2, 1))
+    first = count(pooled.eval(), x, spiking=False, energy=unit_memory())["layers"][0]["energy_terms_pj"]
+    assert first["state"] == 3 * 4 * 3 and first["neuron"] == pytest.approx(3 * 4 * 0.03)
     fp = count(net, x, spiking=False, energy=make_energy("45nm-fp32", model="hardware"))
     assert fp["energy_model"]["activation_bits"] == 32 and fp["energy_model"]["weight_bits"] == 32
 
@@ -130,11 +136,16 @@ def test_default_is_the_papers_model_and_a_yaml_sets_costs(tmp_path):
     assert r["energy_model"]["weight_pj_per_bit"] == 0.5
     assert r["energy_mj"] > paper["energy_mj"] * 0.23 / 4.6  # memory adds to the arithmetic
     for text, needle in (("weight_pj: 1\n", "unknown cost 'weight_pj'"),
-                         ("weight_pj_per_bit: -1\n", "must be a number >= 0"),
+                         ("weight_pj_per_bit: -1\n", "must be a finite number >= 0"),
+                         ("weight_pj_per_bit: .inf\n", "must be a finite number >= 0"),
+                         ("weight_bits: 0\n", "whole number of bits >= 1"),
+                         ("membrane_bits: 12.5\n", "whole number of bits >= 1"),
                          ("- 1\n", "must map cost names")):
         costs.write_text(text)
         with pytest.raises(FirecutError, match=needle):
             make_energy(model=str(costs))
+    with pytest.raises(FirecutError, match=r"e_MAC \(0.01 pJ\) must be >= e_AC"):
+        make_energy("45nm-int8", e_mac_pj=0.01, model="hardware")
     with pytest.raises(FirecutError, match="unknown energy model 'chip'"):
         make_energy(model="chip")
     with pytest.raises(FirecutError, match="cannot read the energy model"):

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from firecut.activations import CONVERTIBLE
 from firecut.config import energy_mj, energy_per_op  # presets: config.ENERGY_PRESETS (Horowitz 2014, 45 nm)
 from firecut.errors import FirecutError
 from firecut.spiking.graph import input_kinds
@@ -115,6 +116,7 @@ class LayerCount:
     passes: float = 0.0  # dense passes: rows computed as real-valued input (1 per image or per step)
     reads: float = 0.0  # input elements read: every element of a dense pass, or of a spike map
     outputs: float = 0.0  # output elements produced (per pass or per step)
+    activations: float = 0.0  # CNN: outputs of the activation after this layer (after its pool)
     image: bool = False  # the layer reads the network's input
     beta: float = 1.0  # neurons: leak factor (decay multiply when < 1)
     reset: str = ""  # neurons: subtract | zero | none
@@ -134,6 +136,7 @@ class OpCounter:
         self.images = 0
         self._batch = 0
         self._first = False
+        self._last = ""  # the synapse layer that ran last: the next activation is its
         self._hooks: list = []
 
     def __enter__(self) -> OpCounter:
@@ -144,6 +147,8 @@ class OpCounter:
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 self.layers[name] = LayerCount(name, type(m).__name__, weights=m.weight.numel())
                 self._hooks.append(m.register_forward_hook(self._synapse_hook(name)))
+            elif isinstance(m, CONVERTIBLE):  # a CNN's activation: counted on its conv's row
+                self._hooks.append(m.register_forward_hook(self._activation_hook))
             elif isinstance(m, LIF):
                 self.layers[name] = LayerCount(name, "LIF", input="", beta=float(m.beta), reset=m.reset)
                 self._hooks.append(m.register_forward_hook(self._neuron_hook(name)))
@@ -167,7 +172,7 @@ class OpCounter:
             rec.nonzero += float((x != 0).sum())
             rec.elements += x.numel()
             rec.image |= self._first
-            self._first = False
+            self._first, self._last = False, name
             expected = (self.graph_kinds or {}).get(name)
             spikes = self.spiking and expected in (None, "spike") and is_spike_input(x)
             if spikes:
@@ -190,6 +195,10 @@ class OpCounter:
                 rec.outputs += output[0].numel() * counted_rows
             rec.kinds.add(kind)
         return hook
+
+    def _activation_hook(self, module, inputs, output) -> None:
+        if self._last:
+            self.layers[self._last].activations += output.numel()
 
     def _neuron_hook(self, name: str):
         def hook(module, inputs, output):
@@ -229,6 +238,6 @@ class OpCounter:
             "e_ac_pj": energy.e_ac_pj,
             "e_mac_pj": energy.e_mac_pj,
             "firing_rate": (sum(rec.nonzero for rec in neurons) / steps) if steps else None,
-            "neuron_updates": steps / n,  # not in energy_mj (listed, not hidden)
+            "neuron_updates": steps / n,  # in the hardware model's energy only (listed, not hidden)
             "layers": rows,
         }, self)

@@ -14,13 +14,15 @@ e_mult = e_MAC - e_AC from the energy preset and e_w, e_s the memory cost per bi
   neuron    SNN, per neuron-step:  [beta < 1] e_mult + 2 e_add   (leak, integrate, compare)
                                    + 2 v e_s + 1 e_s             (membrane read + write, spike written)
                  per spike:        e_add for a subtract reset    (reset to zero: a write, no add)
-            CNN, per activation:   e_add + a e_s                 (the clip/ReLU compare, written)
+            CNN, per activation:   e_add + a e_s                 (the clip/ReLU compare, written;
+                                                            after the pool, as the SNN's neurons)
 
 w, v, a: bits of a weight, a membrane, an activation (a clip-quant net with L levels: ceil(log2(L+1))
 at integer presets). e_w and e_s come from the size of the memory that holds the data: every
 weight (w bits each); every membrane (an SNN keeps all of them across steps) or, for a CNN, the
 largest layer's input and output (two buffers, layer by layer). Pooling and batch norm (folded)
-are not charged. A row of summary.json's `layers` carries its terms in `energy_terms_pj`.
+are not charged, nor the running sums a gated max-pool keeps across steps. A row of
+summary.json's `layers` carries its terms in `energy_terms_pj`.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import math
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from firecut.activations import ClipQuant
 from firecut.energy.count import EnergyModel
 from firecut.errors import FirecutError
 
@@ -60,8 +63,8 @@ class HardwareModel(EnergyModel):
 
     def bits(self) -> tuple[int, int, int | None]:
         w, v, a = BITS.get(self.name.split("+")[0], BITS["45nm-fp32"])
-        return (self.weight_bits or w, self.membrane_bits or v,
-                self.activation_bits if self.activation_bits is not None else a)
+        pick = lambda given, preset: preset if given is None else given  # noqa: E731
+        return pick(self.weight_bits, w), pick(self.membrane_bits, v), pick(self.activation_bits, a)
 
     def finish(self, report: dict, counter) -> dict:
         """Re-price a count report (count.OpCounter.report): per-layer terms, totals in mJ."""
@@ -70,15 +73,15 @@ class HardwareModel(EnergyModel):
         spiking = any(r.type == "LIF" for r in recs)
         w_bits, v_bits, a_bits = self.bits()
         if a_bits is None:  # integer preset: a clip-quant CNN's activations need ceil(log2(L+1)) bits
-            levels = [m.levels for m in counter.model.modules() if hasattr(m, "levels")]
+            levels = [m.levels for m in counter.model.modules() if isinstance(m, ClipQuant)]
             a_bits = max(math.ceil(math.log2(L + 1)) for L in levels) if levels else 8
         weight_bytes = sum(r.weights for r in recs) * w_bits / 8
         if spiking:
             steps = counter.T * n
             state_bytes = sum(r.elements for r in recs if r.type == "LIF") / steps * v_bits / 8
         else:
-            state_bytes = max(((r.reads + r.outputs) / max(r.passes, 1) * a_bits / 8 for r in recs
-                               if r.type != "LIF"), default=0.0)
+            state_bytes = max(((r.reads * (self.input_bits if r.image else a_bits) + r.outputs * a_bits)
+                               / max(r.passes, 1) / 8 for r in recs if r.type != "LIF"), default=0.0)
         e_w, e_s = self.weight_pj_per_bit, self.state_pj_per_bit
         e_w = memory_pj_per_bit(weight_bytes) if e_w is None else e_w
         e_s = memory_pj_per_bit(state_bytes) if e_s is None else e_s
@@ -97,9 +100,9 @@ class HardwareModel(EnergyModel):
                 terms["synaptic"] = (r.ac * e_add + r.mac * self.e_mac_pj) / n
                 terms["weights"] = (r.ac + r.weights * r.passes) * w_bits * e_w / n
                 terms["inputs"] = r.reads * in_bits * e_s / n
-                if not spiking:
-                    terms["neuron"] = r.outputs * e_add / n
-                    terms["state"] = r.outputs * a_bits * e_s / n
+                if not spiking:  # the activation after this layer (none after the classifier)
+                    terms["neuron"] = r.activations * e_add / n
+                    terms["state"] = r.activations * a_bits * e_s / n
             row["energy_terms_pj"] = terms
             row["energy_mj"] = sum(terms.values()) * 1e-9
             for k, v in terms.items():
@@ -121,6 +124,9 @@ def make_energy(preset: str = "45nm-fp32", e_ac_pj: float | None = None, e_mac_p
     paper = EnergyModel.from_config(preset, e_ac_pj, e_mac_pj)
     if model == "paper":
         return paper
+    if paper.e_mac_pj < paper.e_ac_pj:
+        raise FirecutError(f"the hardware energy model prices a multiply as e_MAC - e_AC, so e_MAC "
+                           f"({paper.e_mac_pj:g} pJ) must be >= e_AC ({paper.e_ac_pj:g} pJ)")
     hw = HardwareModel(paper.e_ac_pj, paper.e_mac_pj, paper.name)
     if model == "hardware":
         return hw
@@ -148,6 +154,9 @@ def read_costs(path: Path) -> dict:
     for k, v in data.items():
         if k not in allowed:
             raise FirecutError(f"{path}: unknown cost '{k}'; choose from: {', '.join(sorted(allowed))}")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
-            raise FirecutError(f"{path}: {k} must be a number >= 0, not {v!r}")
+        if k.endswith("_bits"):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise FirecutError(f"{path}: {k} must be a whole number of bits >= 1, not {v!r}")
+        elif isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            raise FirecutError(f"{path}: {k} must be a finite number >= 0, not {v!r}")
     return data

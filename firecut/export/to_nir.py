@@ -13,17 +13,22 @@ node. It has no max-pool, concatenation, batch norm, subtract reset or initial m
   3x3/2 ceil pool  (the average pool of `--pool avg`) NIR's pools have no ceil mode, so a 2x2
                    identity conv with taps [0, 1] and padding 1 extends the map by one zero row
                    and column (size -> size + 1), a SumPool2d 3x3/2 sums each window 2i..2i+2,
-                   and the division by the window's cells inside the image (9, 6 or 4) goes into
-                   the next neuron's r (a Scale node between two stacked pools). A depthwise conv
+                   and a Scale node divides by the window's cells inside the image (9, 6 or 4),
+                   so every neuron keeps r = 1 (IF) or r = tau (LIF). A depthwise conv
                    would be smaller, but nir 1.0.8 types a grouped conv's input by its weight's
                    second dimension and refuses the graph
   global pool      AvgPool2d over the whole map; the Output node is (K, 1, 1) per step, and the
                    scores are its mean over the T steps, as SpikingNet's readout
 
-Neurons, per step with dt = 1 (the discretisation `runner` executes, and firecut's LIF):
-  IF   v += r I;  z = v > v_threshold;  v = v_reset (0) where z
-  LIF  v += (v_leak - v + r I) / tau, with v_leak = 0, tau = 1 / (1 - beta), r = tau / n:
-       v = beta v + I / n, firecut's leaky neuron
+Neurons: NIR's IF and LIF are continuous-time, and a graph carries no time step. firecut's are
+one forward-Euler step of dt = 1 per time step, recorded in the graph's metadata (`dt`, with
+`timesteps` and `readout`); a toolchain that assumes another dt must rescale tau (snntorch's NIR
+import assumes dt = 1e-4). With dt = 1 (what `runner` executes, and firecut's neurons):
+  IF   v += r I with r = 1;  z = v > v_threshold;  v = v_reset (0) where z
+  LIF  v += (v_leak - v + r I) / tau, with v_leak = 0, tau = 1 / (1 - beta), r = tau:
+       v = beta v + I, firecut's leaky neuron
+The image enters as it reaches the stem conv, normalised ((pixel/255 - mean)/std, the metadata's
+mean and std), at every step; the scores are the Output's currents averaged over T, not spikes.
 A net with max-pools, subtract reset or a nonzero initial membrane is refused, naming each lack.
 """
 
@@ -49,7 +54,7 @@ def _nir():
         import nir
     except ImportError as e:
         raise FirecutError(f"NIR export needs the nir and nirtorch packages ({e}); "
-                           "pip install -e '.[dev]' (or pip install nir nirtorch)") from None
+                           "pip install -e '.[nir]' (or pip install nir nirtorch)") from None
     return nir
 
 
@@ -64,7 +69,9 @@ def nir_problems(model: nn.Module) -> list[str]:
     if not (hasattr(net, "features") and hasattr(net, "classifier") and hasattr(net, "keep")):
         return [f"NIR export knows SqueezeNet's graph only, not {type(net).__name__}'s"]
     out = []
-    if any(isinstance(m, nn.MaxPool2d) for m in net.modules()):
+    from firecut.spiking.net import SpikingMaxPool2d
+
+    if any(isinstance(m, (nn.MaxPool2d, SpikingMaxPool2d)) for m in net.modules()):
         out.append("max-pooling, which NIR lacks (train the CNN with --pool avg, then convert)")
     neurons = [m for m in net.modules() if isinstance(m, (LIF, UnrolledLIF))]
     if any(m.reset != "zero" for m in neurons):
@@ -87,6 +94,10 @@ class _Source:
     lo: int
     hi: int
     amp: np.ndarray  # (hi - lo,) value of one spike per channel (1 for the image)
+
+
+def _size2(v) -> tuple[int, int]:
+    return (v, v) if isinstance(v, int) else tuple(v)
 
 
 def window_cells(size: int) -> np.ndarray:
@@ -127,8 +138,11 @@ class _Builder:
         c = block.conv.out_channels
         pools = [] if block.pool is None else (list(block.pool) if isinstance(block.pool, nn.Sequential)
                                                else [block.pool])
-        divisor = np.ones((c, size, size), np.float32)
-        for j, _ in enumerate(pools):
+        for j, pool in enumerate(pools):
+            if not (isinstance(pool, nn.AvgPool2d) and _size2(pool.kernel_size) == (3, 3)
+                    and _size2(pool.stride) == (2, 2) and _size2(pool.padding) == (0, 0) and pool.ceil_mode):
+                raise FirecutError(f"cannot export {prefix} as NIR: its pool {pool} is not the 3x3/2 "
+                                   "ceil-mode average pool firecut's --pool avg builds")
             # [0, 1] taps, padding 1: output j is input j, j = 0..size, the last one zero
             eye = np.zeros((c, c, 2, 2), np.float32)
             eye[np.arange(c), np.arange(c), 1, 1] = 1.0
@@ -140,20 +154,17 @@ class _Builder:
                 kernel_size=np.array([3, 3]), stride=np.array([2, 2]), padding=np.array([0, 0])), [extended])
             size = len(cells)
             divisor = np.broadcast_to(np.outer(cells, cells), (c, size, size)).astype(np.float32)
-            tails = [summed]
-            if j < len(pools) - 1:  # a stacked pool: divide before the next one sums
-                tails = [self.add(f"{prefix}.pool{j}.mean", nir.Scale(1.0 / divisor), tails)]
-                divisor = np.ones_like(divisor)
+            tails = [self.add(f"{prefix}.pool{j}.mean", nir.Scale(1.0 / divisor), [summed])]
         lif: UnrolledLIF = block.act
         thr = lif.threshold.detach().float().numpy().reshape(-1)
         per_channel = thr.reshape(-1, 1, 1) if thr.size > 1 else thr
         v_thr = np.broadcast_to(per_channel, (c, size, size)).astype(np.float32)
         zeros = np.zeros((c, size, size), np.float32)
         if lif.beta == 1.0:
-            neuron = nir.IF(r=1.0 / divisor, v_threshold=v_thr, v_reset=zeros)
+            neuron = nir.IF(r=np.ones_like(zeros), v_threshold=v_thr, v_reset=zeros)
         else:
             tau = np.full((c, size, size), 1.0 / (1.0 - lif.beta), np.float32)
-            neuron = nir.LIF(tau=tau, r=tau / divisor, v_leak=zeros, v_threshold=v_thr, v_reset=zeros)
+            neuron = nir.LIF(tau=tau, r=tau, v_leak=zeros, v_threshold=v_thr, v_reset=zeros)
         name = self.add(f"{prefix}.act", neuron, tails)
         amp = np.broadcast_to(thr, (c,)).astype(np.float64) if lif.scale_output else np.ones(c)
         return [_Source(name, 0, c, amp)], size
@@ -167,8 +178,9 @@ def nir_graph(graph: nn.Module, image_size: int, meta: dict[str, Any]):
     if not isinstance(graph, UnrolledNet):
         raise FirecutError("NIR holds spiking nets; this one is a CNN")
     net, b = graph.net, _Builder(nir)
-    b.add("input", nir.Input(input_type={"input": np.array([3, image_size, image_size])}), [])
-    sources, size = [_Source("input", 0, 3, np.ones(3))], image_size
+    chans = net.features.stem.conv.in_channels
+    b.add("input", nir.Input(input_type={"input": np.array([chans, image_size, image_size])}), [])
+    sources, size = [_Source("input", 0, chans, np.ones(chans))], image_size
     for name, block in net.features.named_children():
         if isinstance(block, Fire):
             squeezed, size = b.block(f"{name}.squeeze", block.squeeze, sources, size)
@@ -184,7 +196,10 @@ def nir_graph(graph: nn.Module, image_size: int, meta: dict[str, Any]):
     pooled = b.add("pool", nir.AvgPool2d(kernel_size=np.array([size, size]), stride=np.array([size, size]),
                                          padding=np.array([0, 0])), logits)
     b.add("output", nir.Output(output_type={"output": np.array([k, 1, 1])}), [pooled])
-    return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata={NIR_KEY: json.dumps(meta)})
+    about = {NIR_KEY: json.dumps(meta), "dt": 1.0, "timesteps": graph.timesteps,
+             "readout": "scores = the output averaged over the timesteps; the input is the normalised "
+                        "image, the same at every step"}
+    return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=about)
 
 
 
