@@ -69,6 +69,11 @@ def make_ckpt(path, spiking: bool, keep=None, pool="max"):
     sc = SpikingConfig(enabled=spiking, timesteps=2, beta=1.0)
     model = build_network(mc, sc, 10, 32)
     _calibrate(model)
+    return save_synthetic_ckpt(path, model, mc, sc)
+
+
+def save_synthetic_ckpt(path, model, mc, sc):
+    """`model` saved as a checkpoint trained on the synthetic dataset."""
     data = load_synthetic()
     mean, std = data.norm()
     save_checkpoint(make_checkpoint(model, mc, sc, classes=data.classes, image_size=32, dataset="synthetic",

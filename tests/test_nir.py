@@ -8,7 +8,6 @@ import torch
 import torch.nn.functional as F
 
 from conftest import assert_user_error
-from firecut.checkpoint import make_checkpoint, save_checkpoint
 from firecut.config import ModelConfig, SpikingConfig
 from firecut.data import load_synthetic
 from firecut.energy import EnergyModel, OpCounter
@@ -18,7 +17,7 @@ from firecut.export.to_nir import nir_graph, nir_problems, runner, window_cells
 from firecut.export.unrolled import unroll
 from firecut.export.verify import VerifyConfig
 from firecut.network import build_network
-from test_export import _calibrate, cli, synthetic_test
+from test_export import _calibrate, cli, save_synthetic_ckpt, synthetic_test
 
 nir = pytest.importorskip("nir", reason="NIR export needs the nir package (pip install -e '.[dev]')")
 
@@ -33,15 +32,6 @@ def exportable(keep=None, beta=1.0, **kw):
     model = build_network(mc, sc, 10, 32)
     _calibrate(model)
     return model, mc, sc
-
-
-def save(path, model, mc, sc):
-    data = load_synthetic()
-    mean, std = data.norm()
-    save_checkpoint(make_checkpoint(model, mc, sc, classes=data.classes, image_size=32, dataset="synthetic",
-                                    mean=mean, std=std, metrics={"acc": 0.1},
-                                    config={"data": {"dataset": "synthetic", "root": ""}}), path)
-    return path
 
 
 @pytest.mark.parametrize("size", range(3, 34))
@@ -74,7 +64,7 @@ def test_nir_graph_run_by_nirtorch_equals_the_snn(keep, beta):
 
 def test_export_writes_a_file_nir_reads_with_its_type_check(tmp_path):
     model, mc, sc = exportable(("fire4", "fire6", "fire8", "fire9"))
-    ckpt = save(tmp_path / "snn.pt", model, mc, sc)
+    ckpt = save_synthetic_ckpt(tmp_path / "snn.pt", model, mc, sc)
     cfg = E.ExportConfig(str(ckpt), "nir", verify=VerifyConfig(images=64, layer_images=16))
     report = E.export_checkpoint(cfg)
     assert report.path.endswith("snn.nir") and report.check.verdict in ("exact", "equivalent")
@@ -96,7 +86,7 @@ def test_export_writes_a_file_nir_reads_with_its_type_check(tmp_path):
 def test_a_net_nir_cannot_hold_is_refused_in_one_line(kw, needle, tmp_path, capsys):
     model, mc, sc = exportable(**kw)
     assert len(nir_problems(model)) == 1
-    ckpt = save(tmp_path / "snn.pt", model, mc, sc)
+    ckpt = save_synthetic_ckpt(tmp_path / "snn.pt", model, mc, sc)
     assert_user_error(cli("export", ckpt, "--format", "nir", capsys=capsys), "cannot export", needle)
     assert not list(tmp_path.glob("*.nir")) and not list(tmp_path.glob(".*verifying"))
 
@@ -105,7 +95,8 @@ def test_a_cnn_is_refused_and_every_lack_is_named(tmp_path, capsys):
     torch.manual_seed(0)
     mc = ModelConfig(width=0.25)
     cnn = build_network(mc, SpikingConfig(enabled=False), 10, 32).eval()
-    assert_user_error(cli("export", save(tmp_path / "cnn.pt", cnn, mc, SpikingConfig(enabled=False)),
-                          "--format", "nir", capsys=capsys), "it is a CNN, and NIR holds spiking nets")
+    ckpt = save_synthetic_ckpt(tmp_path / "cnn.pt", cnn, mc, SpikingConfig(enabled=False))
+    assert_user_error(cli("export", ckpt, "--format", "nir", capsys=capsys),
+                      "it is a CNN, and NIR holds spiking nets")
     model, _, _ = exportable(pool="max", reset="subtract", v_init=0.5)
     assert len(nir_problems(model)) == 3
