@@ -10,8 +10,8 @@ Counting rule (docs/concepts.md, "Counting"), per test image, summed over T step
   * a layer with real-valued input adds its dense MACs to MAC: once per image if its input is the
     same at every step (the encoding layer), else once per step;
   * in a CNN every layer's dense MACs count (T = 1).
-BN folds into the conv; pooling and neuron updates are not counted in energy; neuron updates are
-reported separately.
+BN folds into the conv; pooling and neuron updates are not counted in the paper's energy (neuron
+updates are reported separately; energy.hardware charges them, and memory traffic).
 
     E [mJ] = (AC * e_AC + MAC * e_MAC) [pJ] * 1e-9
 
