@@ -16,7 +16,7 @@ from firecut.errors import FirecutError
 from firecut.models import list_models
 from firecut.network import build_cnn
 from firecut.spiking import LIF, SpikingNet
-from tests.test_energy import TinySNN, brute_force_accumulates
+from test_energy import TinySNN, brute_force_accumulates
 
 
 def count(model, x, T=1, spiking=True, energy=None):
