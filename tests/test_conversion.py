@@ -98,6 +98,32 @@ def test_a_tie_goes_to_the_last_winner():
     assert out.flatten().tolist() == [1.0, 0.0]
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gated_pool_sends_each_outputs_gradient_to_its_winner_and_leaves_the_input_alone(dtype):
+    # Reference: step by step, each window passes the input of the location whose running sum is
+    # largest (no ties in random currents); the gradient of an output reaches that input only.
+    g = torch.Generator().manual_seed(0)
+    T, B = 3, 2
+    x = torch.randn(T * B, 2, 5, 5, generator=g, dtype=dtype).contiguous(
+        memory_format=torch.channels_last)
+    before = x.clone()
+    x.requires_grad_()
+    out = SpikingMaxPool2d(nn.MaxPool2d(2, 2), T)(x)  # (T*B, 2, 2, 2)
+    assert torch.equal(x.detach(), before)  # the running sums are the pool's own copy
+    assert out.is_contiguous(memory_format=torch.channels_last)
+    weights = torch.randn(out.shape, generator=g, dtype=dtype)
+    (out * weights).sum().backward()
+    sums = before.view(T, B, 2, 5, 5).cumsum(0)
+    want_out, want_grad = torch.zeros_like(out), torch.zeros_like(before).view(T, B, 2, 5, 5)
+    for t in range(T):
+        _, idx = nn.functional.max_pool2d(sums[t], 2, 2, return_indices=True)  # (B, 2, 2, 2)
+        xt = before.view(T, B, 2, 25)[t]
+        want_out.view(T, B, 2, 4)[t] = xt.gather(2, idx.flatten(2))
+        want_grad[t].view(B, 2, 25).scatter_(2, idx.flatten(2), weights.view(T, B, 2, 4)[t])
+    assert torch.equal(out.detach(), want_out)
+    assert torch.equal(x.grad, want_grad.view_as(before))
+
+
 def test_gated_pool_choice_does_not_hang_on_float_rounding(monkeypatch):
     # Spikes through a 1x1 conv: locations that got the same spikes in another order have running
     # sums equal in exact maths. Another arithmetic (BN folded, onnxruntime) moves every current by

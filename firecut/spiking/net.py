@@ -38,21 +38,26 @@ class SpikingMaxPool2d(nn.Module):
         # stays the winner's. Without this ~10% of predictions move when BN is folded
         # (benchmarks/export_flips.py).
         # (x / GRID: GRID is a power of two, so multiplying by its inverse is the same division)
-        keys = xs.detach().to(torch.float64)  # (T, B, C, H, W), running sums made in place:
-        for t in range(1, T):  # the same sequential order as cumsum(0), which on CPU is a slow
-            keys[t].add_(keys[t - 1])  # strided scan over the outermost dim
-        keys.mul_(1 / self.GRID).round_()
-        out, won = [], None
-        for t in range(T):
-            key = keys[t]  # a view: keys is ours, so the tie-break is written into it in place
-            if won is not None:  # (B, C, H', W') flat indices of the last step's winners
-                flat, w = key.flatten(2), won.flatten(2)
-                flat.scatter_(2, w, flat.gather(2, w).add_(0.5))  # repeated winners: same value
-            _, won = torch.nn.functional.max_pool2d(
-                key, self.kernel_size, self.stride, self.padding, self.dilation,
-                ceil_mode=self.ceil_mode, return_indices=True)  # (B, C, H', W') flat H*W indices
-            out.append(xs[t].flatten(2).gather(2, won.flatten(2)).view(won.shape))
-        y = torch.cat(out)  # (T*B, C, H', W')
+        with torch.no_grad():
+            keys = xs.to(torch.float64, copy=True)  # (T, B, C, H, W): running sums, in place
+            for t in range(1, T):  # the same sequential order as cumsum(0), which on CPU is a
+                keys[t].add_(keys[t - 1])  # slow strided scan over the outermost dim
+            keys.mul_(1 / self.GRID).round_()
+            won = []  # per step, (B, C, H', W') flat H*W indices of the winners
+            for t in range(T):
+                key = keys[t]  # a view: keys is ours, so the tie-break is written into it in place
+                if won:
+                    flat, w = key.flatten(2), won[-1].flatten(2)
+                    flat.scatter_(2, w, flat.gather(2, w).add_(0.5))  # repeated winners: same value
+                won.append(torch.nn.functional.max_pool2d(
+                    key, self.kernel_size, self.stride, self.padding, self.dilation,
+                    ceil_mode=self.ceil_mode, return_indices=True)[1])
+            index = torch.stack(won)  # (T, B, C, H', W')
+        # One gather over all steps, not one per step: its backward is one scatter-add into the
+        # input's gradient, where T gathers of single steps each zero-fill and add a gradient the
+        # size of all T steps (T^2 memory traffic; the pool was half the spiking training step).
+        y = xs.flatten(3).gather(3, index.flatten(3))  # (T, B, C, H'*W')
+        y = y.reshape(-1, *index.shape[2:])  # (T*B, C, H', W')
         if is_channels_last(x):
             y = y.contiguous(memory_format=torch.channels_last)  # the layout it came in
         return y
