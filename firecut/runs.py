@@ -38,6 +38,15 @@ def _comparable(d: dict[str, Any]) -> dict[str, Any]:
             for s, sec in d.items()}
 
 
+def _stored(old: dict[str, Any]) -> dict[str, Any]:
+    """A stored config.yaml with every setting it lacks at its default: a field added to RunConfig
+    since the run was started (energy.model, say) does not stop an older run from resuming."""
+    full = RunConfig().to_dict()
+    for s, sec in old.items():
+        full[s] = {**full.get(s, {}), **(sec or {})}
+    return full
+
+
 def command_line() -> str:
     """This process's command line as recorded (command.txt, a lock's owner): passwords in
     URL-looking arguments redacted."""
@@ -101,7 +110,7 @@ class RunFolder:
         cfg_file = self.file("config.yaml")
         has_work = self.complete or self.file("last.pt").is_file()
         if cfg_file.is_file() and has_work and not restart:
-            old = yaml.safe_load(cfg_file.read_text()) or {}
+            old = _stored(yaml.safe_load(cfg_file.read_text()) or {})
             if _comparable(old) != _comparable(cfg.to_dict()):
                 diff = [f"{s}.{k}" for s, sec in _comparable(cfg.to_dict()).items()
                         for k, v in sec.items() if old.get(s, {}).get(k) != v]

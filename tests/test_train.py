@@ -88,6 +88,26 @@ def test_out_folder_with_other_settings_is_refused(tmp_path):
     assert T.fit(tiny_cfg(epochs=2), str(tmp_path / "r"), restart=True)["epochs"] == 2
 
 
+def test_a_run_started_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    """A config.yaml written by an older firecut lacks fields added since (energy.model): the
+    run resumes when the new field is at its default, and is refused when it is not."""
+    import yaml
+
+    from firecut.runs import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.open(RunConfig())
+    stored = yaml.safe_load(run.file("config.yaml").read_text())
+    del stored["energy"]["model"]
+    run.file("config.yaml").write_text(yaml.safe_dump(stored))
+    run.file("last.pt").write_bytes(b"")  # finished work to resume
+    assert run.open(RunConfig()) == "resume"
+    cfg = RunConfig()
+    cfg.energy.model = "hardware"
+    with pytest.raises(FirecutError, match="different settings.*energy.model"):
+        run.open(cfg)
+
+
 def test_a_run_that_failed_before_any_epoch_does_not_block_the_folder(tmp_path):
     bad = tiny_cfg(epochs=1)
     bad.data.dataset = str(tmp_path / "missing.npz")
