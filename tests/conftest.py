@@ -28,6 +28,43 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subproce
                           capture_output=True, text=True, timeout=timeout, env=env)
 
 
+# Runs `firecut.cli.main` once per argv in one interpreter: what a user's shell would show for each
+# (exit code, stdout, stderr; an escaping exception as its traceback, exit 1), at one start-up's cost.
+_MANY = r"""
+import contextlib, io, json, sys, traceback
+from firecut.cli import main
+results = []
+for argv in json.loads(sys.stdin.read()):
+    out, err, code = io.StringIO(), io.StringIO(), 0
+    sys.argv = ["firecut", *argv]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main()
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+    results.append([code, out.getvalue(), err.getvalue()])
+print(json.dumps(results))
+"""
+
+
+def run_cli_many(*argvs: list, cwd: Path | None = None,
+                 timeout: int = 600) -> list[subprocess.CompletedProcess]:
+    """Like run_cli for each argv, in one subprocess (for the quick refusals: a start-up each
+    would cost ~3 s of imports)."""
+    import json
+
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="120")
+    argvs = [[str(a) for a in argv] for argv in argvs]
+    proc = subprocess.run([sys.executable, "-c", _MANY], input=json.dumps(argvs), cwd=cwd or REPO,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return [subprocess.CompletedProcess(["firecut", *argv], code, out, err)
+            for argv, (code, out, err) in zip(argvs, json.loads(proc.stdout.splitlines()[-1]))]
+
+
 def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
     """Exit 2, no traceback, and one 'firecut: error:' line naming the problem."""
     assert proc.returncode == 2, (proc.returncode, proc.stderr)

@@ -7,7 +7,7 @@ import sys
 import pytest
 import torch
 
-from conftest import assert_user_error, run_cli, shared_file
+from conftest import assert_user_error, run_cli, run_cli_many, shared_file
 
 COMMANDS = ["train", "evaluate", "models", "ablate", "search", "benchmark", "report", "saliency", "export",
             "predict",
@@ -156,11 +156,30 @@ def test_every_command_has_a_bad_input_case():
     assert named == set(COMMANDS)
 
 
-@pytest.mark.parametrize("args,needles", BAD_INPUT)
-def test_bad_input_is_one_line_and_exit_2(args, needles, tmp_path):
-    assert_user_error(run_cli(*args, "--out", tmp_path / "o") if args[0] in ("train", "ablate")
-                      else run_cli(*args), *needles)
-    assert not (tmp_path / "o" / "summary.json").exists()
+@pytest.fixture(scope="module")
+def bad_input_results(tmp_path_factory):
+    """Every BAD_INPUT case through firecut's real entry point, in one subprocess; `train` and
+    `ablate` each with an --out of their own."""
+    root = tmp_path_factory.mktemp("bad-input")
+    argvs = [[*args, "--out", root / str(i)] if args[0] in ("train", "ablate") else args
+             for i, (args, _) in enumerate(BAD_INPUT)]
+    return root, run_cli_many(*argvs)
+
+
+@pytest.mark.parametrize("case", range(len(BAD_INPUT)), ids=[" ".join(a[:3]) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_and_exit_2(case, bad_input_results):
+    root, results = bad_input_results
+    assert_user_error(results[case], *BAD_INPUT[case][1])
+    assert not (root / str(case) / "summary.json").exists()
+
+
+def test_run_cli_many_shows_what_separate_runs_show():
+    """The batch runner above is only a cheaper run_cli: same code, output and stderr."""
+    argv = ["train", "--dataset", "synthetic", "--act", "gelu"]
+    (batched,) = run_cli_many(argv)
+    alone = run_cli(*argv)
+    assert (batched.returncode, batched.stdout, batched.stderr) == (alone.returncode, alone.stdout,
+                                                                    alone.stderr)
 
 
 def test_cpu_preset_end_to_end_on_real_cifar10(tmp_path):
@@ -202,18 +221,19 @@ def test_bad_files_are_refused(tmp_path):
     np.savez(tmp_path / "nokeys.npz", x_train=np.zeros((2, 8, 8, 3), np.uint8))
     (tmp_path / "corrupt.pt").write_bytes(b"\x00\x01 not a checkpoint")
     torch.save({"weights": torch.zeros(2)}, tmp_path / "foreign.pt")
-    assert_user_error(run_cli("train", "--dataset", tmp_path / "bad.npz", "--out", tmp_path / "o"),
-                      "not a readable .npz")
-    assert_user_error(run_cli("train", "--dataset", tmp_path / "nokeys.npz", "--out", tmp_path / "o"),
-                      "missing key(s)", "y_train")
-    assert_user_error(run_cli("evaluate", tmp_path / "corrupt.pt", "--dataset", "synthetic"), "corrupt")
-    assert_user_error(run_cli("evaluate", tmp_path / "foreign.pt", "--dataset", "synthetic"),
-                      "not a firecut checkpoint")
-    assert_user_error(run_cli("train", "--dataset", "synthetic", "--snn", "--init", tmp_path / "foreign.pt",
-                              "--out", tmp_path / "o"), "not a firecut checkpoint")
     (tmp_path / "afile").write_text("")
-    assert_user_error(run_cli("train", "--dataset", "synthetic", "--out", tmp_path / "afile" / "run"),
-                      "cannot write to --out")
+    cases = [
+        (["train", "--dataset", tmp_path / "bad.npz", "--out", tmp_path / "o"], ["not a readable .npz"]),
+        (["train", "--dataset", tmp_path / "nokeys.npz", "--out", tmp_path / "o"],
+         ["missing key(s)", "y_train"]),
+        (["evaluate", tmp_path / "corrupt.pt", "--dataset", "synthetic"], ["corrupt"]),
+        (["evaluate", tmp_path / "foreign.pt", "--dataset", "synthetic"], ["not a firecut checkpoint"]),
+        (["train", "--dataset", "synthetic", "--snn", "--init", tmp_path / "foreign.pt", "--out",
+          tmp_path / "o"], ["not a firecut checkpoint"]),
+        (["train", "--dataset", "synthetic", "--out", tmp_path / "afile" / "run"], ["cannot write to --out"]),
+    ]
+    for proc, (_, needles) in zip(run_cli_many(*(argv for argv, _ in cases)), cases):
+        assert_user_error(proc, *needles)
     assert not list(tmp_path.rglob("summary.json"))
 
 
@@ -304,8 +324,9 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_resumes(tmp_path, signame):
     import time
 
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "firecut", "train", "--dataset", "synthetic", "--epochs", "12",
-           "--quiet", "--out", str(out)]
+    args = ["train", "--dataset", "synthetic", "--train-subset", "128", "--test-subset", "64",
+            "--epochs", "8", "--quiet", "--out", str(out)]  # epochs of ~0.5 s: the kill lands mid-run
+    cmd = [sys.executable, "-m", "firecut", *args]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
@@ -317,7 +338,7 @@ def test_ctrl_c_says_how_to_resume_and_the_rerun_resumes(tmp_path, signame):
     assert "interrupted; finished work is saved in" in err and "Traceback" not in err
     assert not (out / "summary.json").exists()
     done = len((out / "metrics.csv").read_text().splitlines()) - 1
-    again = run_cli("train", "--dataset", "synthetic", "--epochs", 12, "--quiet", "--out", out)
+    again = run_cli(*args)
     assert again.returncode == 0, again.stderr
-    assert f"resuming {out} after epoch {done}/12" in again.stderr
-    assert json.loads(again.stdout)["epochs"] == 12
+    assert 1 <= done < 8 and f"resuming {out} after epoch {done}/8" in again.stderr
+    assert json.loads(again.stdout)["epochs"] == 8
