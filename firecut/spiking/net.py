@@ -53,9 +53,8 @@ class SpikingMaxPool2d(nn.Module):
                     key, self.kernel_size, self.stride, self.padding, self.dilation,
                     ceil_mode=self.ceil_mode, return_indices=True)[1])
             index = torch.stack(won)  # (T, B, C, H', W')
-        # One gather over all steps, not one per step: its backward is one scatter-add into the
-        # input's gradient, where T gathers of single steps each zero-fill and add a gradient the
-        # size of all T steps (T^2 memory traffic; the pool was half the spiking training step).
+        # One gather over all steps (its backward: one scatter-add into the input's gradient):
+        # output[t] = xs[t] at the winners of step t.
         y = xs.flatten(3).gather(3, index.flatten(3))  # (T, B, C, H'*W')
         y = y.reshape(-1, *index.shape[2:])  # (T*B, C, H', W')
         if is_channels_last(x):
