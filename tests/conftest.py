@@ -23,9 +23,13 @@ def shared_file(name: str) -> Path:
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
     """`python -m firecut ARGS` as a user runs it: exit code, stdout and stderr."""
-    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="120")
     return subprocess.run([sys.executable, "-m", "firecut", *map(str, args)], cwd=cwd or REPO,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=cli_env())
+
+
+def cli_env() -> dict[str, str]:
+    """The test process's environment (as a test may have set it), unbuffered, at a fixed width."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="120")
 
 
 # Runs `firecut.cli.main` once per argv in one interpreter: what a user's shell would show for each
@@ -56,10 +60,9 @@ def run_cli_many(*argvs: list, cwd: Path | None = None,
     would cost ~3 s of imports)."""
     import json
 
-    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="120")
     argvs = [[str(a) for a in argv] for argv in argvs]
     proc = subprocess.run([sys.executable, "-c", _MANY], input=json.dumps(argvs), cwd=cwd or REPO,
-                          capture_output=True, text=True, timeout=timeout, env=env)
+                          capture_output=True, text=True, timeout=timeout, env=cli_env())
     assert proc.returncode == 0, proc.stderr
     return [subprocess.CompletedProcess(["firecut", *argv], code, out, err)
             for argv, (code, out, err) in zip(argvs, json.loads(proc.stdout.splitlines()[-1]))]
