@@ -25,26 +25,17 @@ from typing import Any, Iterator
 import yaml
 
 import firecut
-from firecut.config import RunConfig, save_yaml
+from firecut.config import RunConfig, save_yaml, settings_diff
 from firecut.errors import FirecutError
 from firecut.io import atomic_write_text
 from firecut.search.storage import redact_argv
 
-IGNORED_ON_RESUME = {("train", "device"), ("data", "root")}  # may change between a run and its resumption
+IGNORED_ON_RESUME = ("train.device", "data.root")  # may change between a run and its resumption
 
 
-def _comparable(d: dict[str, Any]) -> dict[str, Any]:
-    return {s: {k: v for k, v in sec.items() if (s, k) not in IGNORED_ON_RESUME}
-            for s, sec in d.items()}
-
-
-def _stored(old: dict[str, Any]) -> dict[str, Any]:
-    """A stored config.yaml with every setting it lacks at its default: a field added to RunConfig
-    since the run was started (energy.model, say) does not stop an older run from resuming."""
-    full = RunConfig().to_dict()
-    for s, sec in old.items():
-        full[s] = {**full.get(s, {}), **(sec or {})}
-    return full
+def _flat(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A config.yaml's sections as one mapping of SECTION.KEY, the form settings_diff compares."""
+    return {f"{s}.{k}": v for s, sec in cfg.items() for k, v in (sec or {}).items()}
 
 
 def command_line() -> str:
@@ -110,12 +101,13 @@ class RunFolder:
         cfg_file = self.file("config.yaml")
         has_work = self.complete or self.file("last.pt").is_file()
         if cfg_file.is_file() and has_work and not restart:
-            old = _stored(yaml.safe_load(cfg_file.read_text()) or {})
-            if _comparable(old) != _comparable(cfg.to_dict()):
-                diff = [f"{s}.{k}" for s, sec in _comparable(cfg.to_dict()).items()
-                        for k, v in sec.items() if old.get(s, {}).get(k) != v]
+            # a setting the stored config lacks (added to RunConfig since) counts as its default
+            diff = settings_diff(_flat(yaml.safe_load(cfg_file.read_text()) or {}),
+                                 _flat(cfg.to_dict()), ignore=IGNORED_ON_RESUME,
+                                 defaults=_flat(RunConfig().to_dict()))
+            if diff:
                 raise FirecutError(f"{self.path} holds a run with different settings "
-                                   f"({', '.join(diff) or 'config'}); use another --out, "
+                                   f"({', '.join(diff)}); use another --out, "
                                    "or --restart to replace it")
             return "done" if self.complete else "resume"
         if restart:
