@@ -17,8 +17,9 @@
     table     OUT/table.md (Table 3's layout), table.csv, table.json, tradeoff.png
 
 Every step is a resumable run folder, so a killed ablation re-run with the same OUT keeps every
-finished schedule and ends with the same table. OUT/ablate.yaml records the settings; an OUT
-holding an ablation with other settings is refused.
+finished schedule and ends with the same table, and a re-run with more --seeds adds only the new
+seeds' runs. OUT/ablate.yaml records the other settings; an OUT holding an ablation with other
+settings is refused.
 """
 
 from __future__ import annotations
@@ -80,9 +81,11 @@ def check_values(ac: AblateConfig) -> None:
 
 
 def check_settings(ac: AblateConfig, out: Path) -> None:
-    """Records the settings in OUT/ablate.yaml; refuses an OUT holding other settings."""
+    """Records the settings in OUT/ablate.yaml; refuses an OUT holding other settings. --seeds may
+    grow (or shrink) between runs: each seed is its own run folder, and the table holds seeds
+    0..N-1 of this run."""
     pin_settings(out, "ablate.yaml", flat_settings(ac), "an ablation with different settings",
-                 flat_defaults(ac))
+                 flat_defaults(ac), grows=("seeds",))
 
 
 def train_base(ac: AblateConfig, out: Path, fit: Callable, log: Callable[[str], None]) -> str:

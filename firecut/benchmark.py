@@ -74,8 +74,8 @@ def check_values(bc: BenchmarkConfig) -> None:
 
 def check_settings(bc: BenchmarkConfig, out: Path) -> None:
     """Records the recipe in OUT/benchmark.yaml; refuses an OUT trained with another one."""
-    mine = {k: v for k, v in flat_settings(bc).items() if k not in ("models", "seeds")}
-    pin_settings(out, "benchmark.yaml", mine, "a benchmark with a different recipe", flat_defaults(bc))
+    pin_settings(out, "benchmark.yaml", flat_settings(bc), "a benchmark with a different recipe",
+                 flat_defaults(bc), grows=("models", "seeds"))
 
 
 def run_benchmark(bc: BenchmarkConfig, out: str | Path, fit: Callable | None = None,

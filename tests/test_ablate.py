@@ -81,6 +81,30 @@ def test_other_settings_in_out_are_refused(tmp_path):
 
 
 
+def test_more_seeds_add_runs_beside_the_finished_ones(tmp_path):
+    import yaml
+
+    (tmp_path / "one.yaml").write_text("- name: Ref-1\n  keep: [fire4, fire6, fire8, fire9]\n")
+    trained = []
+
+    def counting_fit(cfg, out):
+        from firecut.runs import RunFolder
+
+        if not RunFolder(out).complete:
+            trained.append(out.split("/")[-1])
+        return quiet_fit(cfg, out)
+
+    one = dict(schedules=str(tmp_path / "one.yaml"), retrain="scratch")
+    A.run_ablation(small(tmp_path, **one), tmp_path / "o", fit=counting_fit, log=lambda m: None)
+    (row,) = A.run_ablation(small(tmp_path, seeds=2, **one), tmp_path / "o", fit=counting_fit,
+                            log=lambda m: None)
+    assert trained == ["Ref-1-s0", "Ref-1-s1"]  # seed 0 was kept, only seed 1 trained
+    assert row["seeds"] == 2 and len(row["acc_per_seed"]) == 2
+    assert "seeds" not in yaml.safe_load((tmp_path / "o" / "ablate.yaml").read_text())
+    with pytest.raises(FirecutError, match="different settings.*timesteps"):
+        A.check_settings(small(tmp_path, timesteps=3, **one), tmp_path / "o")
+
+
 def test_where_the_data_lives_is_not_pinned(tmp_path):
     """Offline, a first run fails asking for --data-root; the re-run with it (or after moving the
     cache) must not be refused as 'different settings (root)': not for the ablation's folder, not
@@ -223,7 +247,8 @@ def test_ablate_cli_on_real_cifar10(tmp_path):
     assert table[1]["ac"] < table[0]["ac"]  # half the modules, fewer accumulates
     again = run_cli(*args)
     assert again.returncode == 0 and again.stdout == proc.stdout  # resumed: nothing retrained
-    assert_user_error(run_cli(*args[:-2], "--seeds", 2, "--out", tmp_path / "abl"), "different settings")
+    assert_user_error(run_cli(*args[:-2], "--timesteps", 2, "--out", tmp_path / "abl"),
+                      "different settings (timesteps)")
     cnn = tmp_path / "abl" / "base-cnn" / "best.pt"
     assert_user_error(run_cli("ablate", "--dataset", data, "--base", cnn, "--out", tmp_path / "x"),
                       "needs a spiking squeezenet")

@@ -21,7 +21,8 @@ def ablate(
     recipe: RecipeConfig,
     schedules: str = typer.Option("paper.yaml", help="Schedule file (a bare name: a shipped one; see `firecut schedules list`)."),
     base: Optional[str] = typer.Option(None, help="A trained unpruned SNN checkpoint (prune-cnn: the CNN's) \\[default: train one here]."),
-    seeds: int = typer.Option(1, help="Fine-tunes per schedule (mean ± std in the table)."),
+    seeds: int = typer.Option(1, help="Re-trainings per schedule, seeds 0..N-1 (mean ± std in the table); "
+                               "re-run with more to add seeds."),
     retrain: str = typer.Option("finetune", help="How each schedule is re-trained: finetune (prune the base SNN, fine-tune) | recipe (its own CNN, converted, fine-tuned) | prune-cnn (prune the base CNN, fine-tune it, convert, fine-tune) | scratch (an SNN from scratch)."),
     cnn_finetune_epochs: Optional[int] = typer.Option(None, help="prune-cnn: CNN fine-tuning epochs per schedule \\[default: the CNN epochs // 6, at least 1]."),
     from_scratch: bool = typer.Option(False, "--from-scratch", hidden=True, help="Old spelling of --retrain scratch."),

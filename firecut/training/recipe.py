@@ -41,15 +41,18 @@ UNPINNED = ("root", "device")  # where the data lives and what trains it: not wh
 
 
 def pin_settings(out: Path, filename: str, mine: dict[str, Any], refusal: str,
-                 defaults: dict[str, Any] | None = None) -> None:
-    """Records `mine` (less UNPINNED) in OUT/FILENAME; refuses an OUT whose file holds other
-    values, naming them: "OUT holds {refusal} (keys); use another --out". A key an older file
-    lacks counts as its value in `defaults` (a setting added since then)."""
+                 defaults: dict[str, Any] | None = None, grows: tuple[str, ...] = ()) -> None:
+    """Records `mine` (less UNPINNED and `grows`) in OUT/FILENAME; refuses an OUT whose file holds
+    other values, naming them: "OUT holds {refusal} (keys); use another --out". A key an older
+    file lacks counts as its value in `defaults` (a setting added since then). `grows` are the
+    settings that may change between runs into one OUT because every run they add sits beside
+    the finished ones (more seeds, more models)."""
     out.mkdir(parents=True, exist_ok=True)
     path = out / filename
-    mine = {k: v for k, v in mine.items() if k not in UNPINNED}
+    free = UNPINNED + grows
+    mine = {k: v for k, v in mine.items() if k not in free}
     if path.is_file():
-        diff = settings_diff(yaml.safe_load(path.read_text()) or {}, mine, UNPINNED, defaults)
+        diff = settings_diff(yaml.safe_load(path.read_text()) or {}, mine, free, defaults)
         if diff:
             raise FirecutError(f"{out} holds {refusal} ({', '.join(diff)}); use another --out")
     else:
