@@ -210,7 +210,8 @@ def _run_ablation(ac: AblateConfig, out: Path, schedules: list[Schedule], fit: C
 
 
 def aggregate(runs: list[dict[str, Any]], schedules: list[Schedule]) -> list[dict[str, Any]]:
-    """One row per schedule: mean and std over seeds of each metric, and the per-seed values."""
+    """One row per schedule: mean and std over seeds of each metric, the per-seed values, and
+    whether the schedule is on the accuracy-energy Pareto front (`pareto`)."""
     rows = []
     for sched in schedules:
         mine = [r for r in runs if r["schedule"] == sched.name]
@@ -219,23 +220,27 @@ def aggregate(runs: list[dict[str, Any]], schedules: list[Schedule]) -> list[dic
                                "timesteps": mine[0]["timesteps"], "seeds": len(mine)}
         int8 = [{"energy_int8_mj": energy_mj(r["ac"], r["mac"], *ENERGY_PRESETS[MATCHED])} for r in mine]
         rows.append({**row, **seed_stats(mine), **seed_stats(int8, ("energy_int8_mj",))})
+    front = set(pareto_front([(r["energy_mj"], r["acc"]) for r in rows]))  # on the means
+    for i, r in enumerate(rows):
+        r["pareto"] = i in front
     return rows
 
 
 def table_markdown(rows: list[dict[str, Any]]) -> str:
     head = ("| Schedule | " + " | ".join(f"F{m[4:]}" for m in FIRE_NAMES)
-            + " | Acc | Params | Energy (mJ) | Energy, int8 (mJ) |")
-    lines = [head, "|" + "---|" * (len(FIRE_NAMES) + 5)]
+            + " | Acc | Params | Energy (mJ) | Energy, int8 (mJ) | Pareto |")
+    lines = [head, "|" + "---|" * (len(FIRE_NAMES) + 6)]
     for r in rows:
         marks = " | ".join("✓" if m in r["keep"] else "–" for m in FIRE_NAMES)
         lines.append(f"| {r['schedule']} | {marks} | {mean_pm(r, 'acc', '.4f')} | {r['params']:,} | "
-                     f"{mean_pm(r, 'energy_mj', '.5f')} | {mean_pm(r, 'energy_int8_mj', '.6f')} |")
+                     f"{mean_pm(r, 'energy_mj', '.5f')} | {mean_pm(r, 'energy_int8_mj', '.6f')} | "
+                     f"{'★' if r.get('pareto') else ''} |")
     return "\n".join(lines) + "\n"
 
 
 def write_tables(rows: list[dict[str, Any]], runs: list[dict[str, Any]], out: Path) -> None:
     atomic_write_text(out / "table.md", table_markdown(rows))
-    keys = ["schedule", "keep", "params", "epochs", "timesteps", "seeds"] + [
+    keys = ["schedule", "keep", "params", "epochs", "timesteps", "seeds", "pareto"] + [
         k for m in METRICS for k in (m, m + "_std")]
     buf = io.StringIO(newline="")
     w = csv.DictWriter(buf, fieldnames=keys, extrasaction="ignore")
@@ -262,7 +267,7 @@ def plot_tradeoff(rows: list[dict[str, Any]], path: Path) -> None:
     from firecut.plots import save_tradeoff, tradeoff_axes
 
     pts = [(r["energy_mj"], r["acc"]) for r in rows]
-    front = sorted(pareto_front(pts), key=lambda i: pts[i][0])
+    front = sorted((i for i, r in enumerate(rows) if r["pareto"]), key=lambda i: pts[i][0])
     fig, ax = tradeoff_axes()
     ax.scatter([p[0] for p in pts], [p[1] for p in pts], color="tab:blue", label="firecut (measured)")
     for r, (e, a) in zip(rows, pts, strict=True):

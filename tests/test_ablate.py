@@ -218,13 +218,26 @@ def test_the_table_prices_each_schedule_at_matched_int8_precision_too():
     expect = [(ac * 0.03 + 1e6 * 0.23) * 1e-9 for ac in (4e6, 6e6)]  # Horowitz int8 add; mult + add
     assert row["energy_int8_mj_per_seed"] == pytest.approx(expect)
     head, _, line = A.table_markdown([row]).splitlines()
-    assert head.endswith("| Energy (mJ) | Energy, int8 (mJ) |")
-    assert line.endswith(f"| {sum(expect) / 2:.6f} ± {abs(expect[1] - expect[0]) / 2 ** 0.5:.6f} |")
+    assert head.endswith("| Energy (mJ) | Energy, int8 (mJ) | Pareto |")
+    assert line.endswith(f"| {sum(expect) / 2:.6f} ± {abs(expect[1] - expect[0]) / 2 ** 0.5:.6f} | ★ |")
 
 
 def test_pareto_front():
     pts = [(1.0, 0.5), (2.0, 0.6), (1.5, 0.4), (3.0, 0.6), (0.5, 0.3)]
     assert A.pareto_front(pts) == [0, 1, 4]
+
+
+def test_the_table_marks_the_schedules_on_the_pareto_front():
+    from firecut.pruning.schedules import Schedule
+
+    pts = [(1.0, 0.5), (2.0, 0.6), (1.5, 0.4)]  # (mJ, acc): the third is dominated by the first
+    runs = [{"schedule": f"S{i}", "params": 10, "epochs": 1, "timesteps": 4, "acc": a, "f1": 0.5,
+             "ac": 1.0, "mac": 2.0, "energy_mj": e, "firing_rate": 0.1, "train_seconds": 3.0}
+            for i, (e, a) in enumerate(pts)]
+    rows = A.aggregate(runs, [Schedule(f"S{i}", FIRE_NAMES) for i in range(3)])
+    assert [r["pareto"] for r in rows] == [True, True, False]
+    lines = A.table_markdown(rows).splitlines()[2:]
+    assert [l.endswith("| ★ |") for l in lines] == [True, True, False] and lines[2].endswith("|  |")
 
 
 def test_ablate_cli_on_real_cifar10(tmp_path):
