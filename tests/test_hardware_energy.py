@@ -116,6 +116,46 @@ def test_cnn_pays_activations_at_its_clip_quant_bits():
     assert fp["energy_model"]["activation_bits"] == 32 and fp["energy_model"]["weight_bits"] == 32
 
 
+def test_pools_are_charged_per_window_and_the_gated_pool_for_its_running_sums():
+    from firecut.spiking import SpikingMaxPool2d
+
+    class PoolSNN(nn.Module):  # conv -> LIF -> conv -> gated max-pool (on currents) -> LIF -> linear
+        def __init__(self, T):
+            super().__init__()
+            self.c1 = nn.Conv2d(2, 3, 3, padding=1)
+            self.n1 = LIF(3, threshold=0.3, timesteps=T, broadcast_input=True, scale_output=True)
+            self.c2 = nn.Conv2d(3, 4, 3, padding=1)
+            self.pool = SpikingMaxPool2d(nn.MaxPool2d(3, 2, ceil_mode=True), T)  # 5x5 -> 2x2
+            self.n2 = LIF(4, threshold=0.2, timesteps=T, scale_output=True)
+            self.fc = nn.Linear(4 * 2 * 2, 3)
+
+        def forward(self, x):
+            return self.fc(self.n2(self.pool(self.c2(self.n1(self.c1(x))))).flatten(1))
+
+    torch.manual_seed(0)
+    T, B, add, v_bits = 3, 2, 0.03, 16
+    x = torch.randn(B, 2, 5, 5)
+    snn = SpikingNet(PoolSNN(T), T).eval()
+    r = count(snn, x, T, energy=unit_memory())
+    names = [row["name"] for row in r["layers"]]
+    assert names == ["net.c1", "net.n1", "net.c2", "net.pool", "net.n2", "net.fc"]  # in place
+    pool = r["layers"][3]["energy_terms_pj"]
+    sums = T * 4 * 25  # one running sum per input and step
+    assert pool["pool"] == pytest.approx((T * 4 * 4 * 8 + sums) * add)  # 8 compares per window
+    assert pool["state"] == pytest.approx(sums * 2 * v_bits)
+    assert r["energy_terms_mj"]["pool"] == pytest.approx(pool["pool"] * 1e-9)
+    assert sum(r["energy_terms_mj"].values()) == pytest.approx(r["energy_mj"])
+    membranes = 3 * 25 + 4 * 4  # n1 and n2, per step
+    assert r["energy_model"]["state_memory_bytes"] == pytest.approx((membranes + 4 * 25) * v_bits / 8)
+    # the CNN's max-pool: the same compares, once per image, and no running sums
+    cnn = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.MaxPool2d(3, 2, ceil_mode=True),
+                        ClipQuant(levels=4), nn.Flatten(), nn.Linear(16, 3)).eval()
+    rows = {row["name"]: row for row in count(cnn, x, spiking=False, energy=unit_memory())["layers"]}
+    assert rows["1"]["energy_terms_pj"] == {"pool": pytest.approx(4 * 4 * 8 * add), "state": 0.0}
+    # the paper's model has no pool rows: its layers are the synapse layers and neurons only
+    assert "net.pool" not in [row["name"] for row in count(snn, x, T)["layers"]]
+
+
 def test_memory_cost_follows_the_size_of_the_memory():
     assert memory_pj_per_bit(8 * 1024) == 10 / 64
     assert memory_pj_per_bit(8 * 1024 + 1) == 20 / 64

@@ -11,7 +11,8 @@ Counting rule (docs/concepts.md, "Counting"), per test image, summed over T step
     same at every step (the encoding layer), else once per step;
   * in a CNN every layer's dense MACs count (T = 1).
 BN folds into the conv; pooling and neuron updates are not counted in the paper's energy (neuron
-updates are reported separately; energy.hardware charges them, and memory traffic).
+updates are reported separately; energy.hardware charges them, pooling modules and memory
+traffic).
 
     E [mJ] = (AC * e_AC + MAC * e_MAC) [pJ] * 1e-9
 
@@ -30,7 +31,7 @@ from firecut.activations import CONVERTIBLE
 from firecut.config import energy_mj, energy_per_op  # presets: config.ENERGY_PRESETS (Horowitz 2014, 45 nm)
 from firecut.errors import FirecutError
 from firecut.spiking.graph import input_kinds
-from firecut.spiking import LIF, SpikingNet
+from firecut.spiking import LIF, SpikingMaxPool2d, SpikingNet
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,20 @@ class LayerCount:
     image: bool = False  # the layer reads the network's input
     beta: float = 1.0  # neurons: leak factor (decay multiply when < 1)
     reset: str = ""  # neurons: subtract | zero | none
+    window: float = 0.0  # pools: inputs per output window (k*k; adaptive: the mean window)
+    order: int = 0  # position among the model's modules (the hardware model lists pools in place)
+
+
+POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d, SpikingMaxPool2d)
+
+
+def pool_window(module: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    """Inputs per output window of a pooling module: k*k, or for an adaptive pool H*W / (H'*W')."""
+    k = getattr(module, "kernel_size", None)
+    if isinstance(module, (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)) or k is None:
+        return x[0, 0].numel() / y[0, 0].numel()
+    kh, kw = (k, k) if isinstance(k, int) else k
+    return float(kh * kw)
 
 
 class OpCounter:
@@ -132,6 +147,7 @@ class OpCounter:
     def __init__(self, model: nn.Module, timesteps: int = 1, spiking: bool = True):
         self.model, self.T, self.spiking = model, timesteps, spiking
         self.layers: dict[str, LayerCount] = {}
+        self.pools: dict[str, LayerCount] = {}  # not AC/MAC: only the hardware model prices them
         self.graph_kinds: dict[str, str] | None = None  # from the graph; None: judge by values
         self.images = 0
         self._batch = 0
@@ -143,14 +159,18 @@ class OpCounter:
         if self.spiking and isinstance(self.model, SpikingNet):
             kinds = input_kinds(self.model.net)
             self.graph_kinds = None if kinds is None else {f"net.{k}": v for k, v in kinds.items()}
-        for name, m in self.model.named_modules():
-            if isinstance(m, (nn.Conv2d, nn.Linear)):
-                self.layers[name] = LayerCount(name, type(m).__name__, weights=m.weight.numel())
+        for i, (name, m) in enumerate(self.model.named_modules()):
+            if isinstance(m, POOLS):
+                self.pools[name] = LayerCount(name, type(m).__name__, order=i)
+                self._hooks.append(m.register_forward_hook(self._pool_hook(name)))
+            elif isinstance(m, (nn.Conv2d, nn.Linear)):
+                self.layers[name] = LayerCount(name, type(m).__name__, weights=m.weight.numel(), order=i)
                 self._hooks.append(m.register_forward_hook(self._synapse_hook(name)))
             elif isinstance(m, CONVERTIBLE):  # a CNN's activation: counted on its conv's row
                 self._hooks.append(m.register_forward_hook(self._activation_hook))
             elif isinstance(m, LIF):
-                self.layers[name] = LayerCount(name, "LIF", input="", beta=float(m.beta), reset=m.reset)
+                self.layers[name] = LayerCount(name, "LIF", input="", beta=float(m.beta), reset=m.reset,
+                                               order=i)
                 self._hooks.append(m.register_forward_hook(self._neuron_hook(name)))
         return self
 
@@ -199,6 +219,14 @@ class OpCounter:
     def _activation_hook(self, module, inputs, output) -> None:
         if self._last:
             self.layers[self._last].activations += output.numel()
+
+    def _pool_hook(self, name: str):
+        def hook(module, inputs, output):
+            rec = self.pools[name]
+            rec.elements += inputs[0].numel()  # every row: per image, or per step in the SNN
+            rec.outputs += output.numel()
+            rec.window = pool_window(module, inputs[0], output)
+        return hook
 
     def _neuron_hook(self, name: str):
         def hook(module, inputs, output):

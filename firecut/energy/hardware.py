@@ -16,13 +16,18 @@ e_mult = e_MAC - e_AC from the energy preset and e_w, e_s the memory cost per bi
                  per spike:        e_add for a subtract reset    (reset to zero: a write, no add)
             CNN, per activation:   e_add + a e_s                 (the clip/ReLU compare, written;
                                                             after the pool, as the SNN's neurons)
+  pool      per output and pass (CNN) or step (SNN): (k - 1) e_add       (k inputs per window:
+                                                            compares, or a mean's adds)
+            a gated max-pool (SNN), per input and step: e_add + 2 v e_s  (its running sum,
+                                                            updated, read and written)
 
 w, v, a: bits of a weight, a membrane, an activation (a clip-quant net with L levels: ceil(log2(L+1))
 at integer presets). e_w and e_s come from the size of the memory that holds the data: every
 weight (w bits each); every membrane (an SNN keeps all of them across steps) or, for a CNN, the
-largest layer's input and output (two buffers, layer by layer). Pooling and batch norm (folded)
-are not charged, nor the running sums a gated max-pool keeps across steps. A row of
-summary.json's `layers` carries its terms in `energy_terms_pj`.
+largest layer's input and output (two buffers, layer by layer); the gated max-pools' running
+sums sit beside the membranes. Batch norm (folded into the convs) is not charged, nor pooling
+done outside a pooling module (a functional mean). A row of summary.json's `layers` carries its
+terms in `energy_terms_pj`; under this model the pooling modules get rows too.
 """
 
 from __future__ import annotations
@@ -78,7 +83,9 @@ class HardwareModel(EnergyModel):
         weight_bytes = sum(r.weights for r in recs) * w_bits / 8
         if spiking:
             steps = counter.T * n
-            state_bytes = sum(r.elements for r in recs if r.type == "LIF") / steps * v_bits / 8
+            kept = sum(r.elements for r in recs if r.type == "LIF")  # membranes, x steps
+            kept += sum(p.elements for p in counter.pools.values() if p.type == "SpikingMaxPool2d")
+            state_bytes = kept / steps * v_bits / 8  # + the gated pools' running sums
         else:
             state_bytes = max(((r.reads * (self.input_bits if r.image else a_bits) + r.outputs * a_bits)
                                / max(r.passes, 1) / 8 for r in recs if r.type != "LIF"), default=0.0)
@@ -105,7 +112,17 @@ class HardwareModel(EnergyModel):
                     terms["state"] = r.activations * a_bits * e_s / n
             row["energy_terms_pj"] = terms
             row["energy_mj"] = sum(terms.values()) * 1e-9
-            for k, v in terms.items():
+        for p in counter.pools.values():
+            terms = {"pool": p.outputs * (p.window - 1) * e_add / n, "state": 0.0}
+            if p.type == "SpikingMaxPool2d":  # running sums: an add per input and step, read + written
+                terms["pool"] += p.elements * e_add / n
+                terms["state"] = p.elements * 2 * v_bits * e_s / n
+            report["layers"].append({"name": p.name, "type": p.type, "input": "", "ac": 0.0, "mac": 0.0,
+                                     "energy_mj": sum(terms.values()) * 1e-9, "energy_terms_pj": terms})
+        order = {**{r.name: r.order for r in recs}, **{p.name: p.order for p in counter.pools.values()}}
+        report["layers"].sort(key=lambda row: order[row["name"]])
+        for row in report["layers"]:
+            for k, v in row["energy_terms_pj"].items():
                 totals[k] = totals.get(k, 0.0) + v
         report["paper_energy_mj"] = report["energy_mj"]
         report["energy_mj"] = sum(totals.values()) * 1e-9
