@@ -2,7 +2,8 @@
 
 count     the synaptic-operation counter (AC for spike inputs, MAC for real ones) and the paper's
           model, E = AC e_AC + MAC e_MAC (Horowitz 2014 presets in config.ENERGY_PRESETS)
-hardware  the opt-in hardware-aware model: plus neuron updates and memory traffic (docs/energy.md)
+hardware  the opt-in hardware-aware model: plus neuron updates, pooling and memory traffic
+          (docs/energy.md)
 """
 
 from firecut.energy.count import (EnergyModel, LayerCount, OpCounter, accumulates_from_map,

@@ -1,5 +1,5 @@
 """Hardware-aware energy (opt-in, `--energy-model hardware`): synaptic operations, plus neuron
-updates, plus memory traffic. The costs and their sources are in docs/energy.md.
+updates, pooling and memory traffic. The costs and their sources are in docs/energy.md.
 
 The paper's model (count.EnergyModel) prices synaptic operations only: E = AC e_AC + MAC e_MAC.
 Hardware that runs either net also updates neuron state and moves weights, membranes and
