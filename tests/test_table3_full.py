@@ -1,0 +1,39 @@
+"""benchmarks/table3_full.py: Table 3 assembled from ablation and benchmark folders."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from firecut.pruning.schedules import FIRE_NAMES
+
+SCRIPT = Path(__file__).resolve().parent.parent / "benchmarks" / "table3_full.py"
+REF1 = ["fire4", "fire6", "fire8", "fire9"]
+
+
+def run_row(acc, mj, seed, keep, **kw):
+    return {"acc": acc, "f1": acc, "ac": 1.0, "mac": 1.0, "energy_mj": mj, "firing_rate": 0.1,
+            "train_seconds": 1.0, "params": 10, "epochs": 8, "timesteps": 4, "seed": seed,
+            "keep": keep, **kw}
+
+
+def test_runs_from_a_benchmark_and_an_ablation_merge_by_mask_and_seed(tmp_path):
+    bench, abl = tmp_path / "bench", tmp_path / "abl"
+    bench.mkdir(), abl.mkdir()
+    (bench / "benchmark.json").write_text(json.dumps({"runs": [
+        run_row(0.86, 0.108, 0, FIRE_NAMES, model="squeezenet", mode="cnn"),
+        run_row(0.80, 0.020, 0, FIRE_NAMES, model="squeezenet", mode="snn"),
+        run_row(0.83, 0.057, 0, REF1, model="squeezenet_p", mode="cnn"),
+        run_row(0.81, 0.014, 0, REF1, model="squeezenet_p", mode="snn")]}))
+    (abl / "table.json").write_text(json.dumps({"runs": [
+        run_row(0.70, 0.020, 0, FIRE_NAMES, schedule="Baseline"),  # seed 0 again: the benchmark's wins
+        run_row(0.78, 0.021, 1, FIRE_NAMES, schedule="Baseline", cnn_acc=0.85),
+        run_row(0.75, 0.016, 0, ["fire3", "fire5", "fire7", "fire9"], schedule="Alt-2")]}))
+    out = subprocess.run([sys.executable, str(SCRIPT), f"recipe={bench},{abl}"], capture_output=True,
+                         text=True, check=True).stdout
+    rows = {line.split(" | ")[0][2:]: line.rstrip(" |").split(" | ") for line in out.splitlines()[2:]}
+    assert rows["Baseline"][9] == "0.7900 ± 0.0141 (2)"  # seeds 0 (benchmark) and 1 (ablation)
+    assert rows["Baseline"][10] == "0.8550"  # the benchmark's CNN for seed 0, the ablation's for 1
+    assert rows["Ref-1"][9] == "0.8100 (1) ★" and rows["Ref-1"][12:14] == ["0.81", "0.0295"]
+    assert rows["Alt-2"][9] == "0.7500 (1)"  # dominated by Ref-1: cheaper and more accurate
+    assert rows["Head-1"][9:12] == ["–", "–", "–"]  # not run yet
