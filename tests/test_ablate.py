@@ -34,6 +34,18 @@ def quiet_fit(cfg, out):
     return fit(cfg, out)
 
 
+def counting(trained: list):
+    """quiet_fit that appends to `trained` the folder name of each run it trains (one found
+    complete is only read back)."""
+    from firecut.runs import RunFolder
+
+    def fit(cfg, out):
+        if not RunFolder(out).complete:
+            trained.append(out.split("/")[-1])
+        return quiet_fit(cfg, out)
+    return fit
+
+
 def test_ablation_resumes_after_a_kill_between_schedules(tmp_path, monkeypatch):
     logs = []
     rows = A.run_ablation(small(tmp_path), tmp_path / "whole", fit=quiet_fit, log=logs.append)
@@ -57,16 +69,8 @@ def test_ablation_resumes_after_a_kill_between_schedules(tmp_path, monkeypatch):
     assert not (tmp_path / "cut" / "table.md").exists()  # no partial table that looks whole
     monkeypatch.setattr(A, "run_schedule", real)
     trained = []
-
-    def counting_fit(cfg, out):
-        from firecut.runs import RunFolder
-
-        if not RunFolder(out).complete:
-            trained.append(out)
-        return quiet_fit(cfg, out)
-
-    A.run_ablation(small(tmp_path), tmp_path / "cut", fit=counting_fit, log=lambda m: None)
-    assert [p.split("/")[-1] for p in trained] == ["Empty-s0"]  # finished work was kept
+    A.run_ablation(small(tmp_path), tmp_path / "cut", fit=counting(trained), log=lambda m: None)
+    assert trained == ["Empty-s0"]  # finished work was kept
     assert (tmp_path / "cut" / "table.md").read_text() == table
     data = json.loads((tmp_path / "cut" / "table.json").read_text())
     metrics = {"acc", "f1", "ac", "mac", "energy_mj", "firing_rate", "train_seconds"}
@@ -86,14 +90,7 @@ def test_more_seeds_add_runs_beside_the_finished_ones(tmp_path):
 
     (tmp_path / "one.yaml").write_text("- name: Ref-1\n  keep: [fire4, fire6, fire8, fire9]\n")
     trained = []
-
-    def counting_fit(cfg, out):
-        from firecut.runs import RunFolder
-
-        if not RunFolder(out).complete:
-            trained.append(out.split("/")[-1])
-        return quiet_fit(cfg, out)
-
+    counting_fit = counting(trained)
     one = dict(schedules=str(tmp_path / "one.yaml"), retrain="scratch")
     A.run_ablation(small(tmp_path, **one), tmp_path / "o", fit=counting_fit, log=lambda m: None)
     (row,) = A.run_ablation(small(tmp_path, seeds=2, **one), tmp_path / "o", fit=counting_fit,
