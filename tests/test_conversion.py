@@ -100,7 +100,8 @@ def test_a_tie_goes_to_the_last_winner():
 
 @pytest.mark.parametrize("dtype,layout", [(torch.float32, torch.channels_last),
                                           (torch.float64, torch.channels_last),
-                                          (torch.float32, torch.contiguous_format)])
+                                          (torch.float32, torch.contiguous_format),
+                                          (torch.bfloat16, torch.channels_last)])
 def test_gated_pool_sends_each_outputs_gradient_to_its_winner_and_leaves_the_input_alone(dtype, layout):
     # Reference: step by step, each window passes the input of the location whose running sum is
     # largest (no ties in random currents); the gradient of an output reaches that input only.
@@ -118,7 +119,7 @@ def test_gated_pool_sends_each_outputs_gradient_to_its_winner_and_leaves_the_inp
     assert out.is_contiguous(memory_format=layout)
     weights = torch.randn(out.shape, generator=g, dtype=dtype)
     (out * weights).sum().backward()
-    sums = before.view(T, B, 2, 5, 5).cumsum(0)
+    sums = before.double().view(T, B, 2, 5, 5).cumsum(0)  # exact, whatever the dtype
     want_out, want_grad = torch.zeros_like(out), torch.zeros_like(before).view(T, B, 2, 5, 5)
     for t in range(T):
         _, idx = nn.functional.max_pool2d(sums[t], 2, 2, return_indices=True)  # (B, 2, 2, 2)
@@ -128,6 +129,41 @@ def test_gated_pool_sends_each_outputs_gradient_to_its_winner_and_leaves_the_inp
     assert torch.equal(out.detach(), want_out)
     assert torch.equal(x.grad, want_grad.view_as(before))
     assert seen[0].is_contiguous(memory_format=layout)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_gated_pool_gradient_sums_over_overlapping_windows_in_training_and_in_eval(dtype):
+    # SqueezeNet's 3x3/2 windows overlap: a location can win up to four windows, and its gradient
+    # is the sum of theirs. Training takes max-pooling's own backward, eval the gather's; both
+    # must be that sum (bf16: within its rounding of a four-term sum).
+    g = torch.Generator().manual_seed(1)
+    T, B = 4, 3
+    x = torch.randn(T * B, 4, 9, 9, generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    pool = SpikingMaxPool2d(nn.MaxPool2d(3, 2, ceil_mode=True), T)
+    idx = pool.winners(x).flatten(2)  # (T*B, 4, 16)
+    weights = torch.randn(T * B, 4, 4, 4, generator=g).to(dtype)
+    want = torch.zeros(T * B, 4, 81, dtype=torch.float64).scatter_add_(
+        2, idx, weights.double().flatten(2)).view(x.shape)
+    assert int(torch.bincount(idx[0, 0]).max()) > 1  # some location does win several windows
+    for training in (True, False):
+        leaf = x.detach().requires_grad_()
+        (pool.train(training)(leaf) * weights).sum().backward()
+        tol = dict(rtol=2 ** -7, atol=2 ** -7) if dtype == torch.bfloat16 else dict(rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(leaf.grad.double(), want, **tol)
+        assert leaf.grad.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_gated_pool_on_bf16_picks_the_winners_of_exact_sums():
+    # Under bf16 autocast the keys are float32, not float64: the sums of T bf16 currents must still
+    # be exact, so the winners are those of the float64 sums of the same values.
+    g = torch.Generator().manual_seed(2)
+    T, conv = 4, nn.Conv2d(3, 16, 1)
+    spikes = (torch.rand(T * 8, 3, 12, 12, generator=g) < 0.4).float()
+    with torch.no_grad():
+        x = conv(spikes).to(torch.bfloat16)  # (T*B, 16, 12, 12): many currents tie exactly
+    pool = SpikingMaxPool2d(nn.MaxPool2d(3, 2, ceil_mode=True), T)
+    assert torch.equal(pool.winners(x), pool.winners(x.double()))
+    assert torch.equal(pool(x), pool(x.double()).to(torch.bfloat16))
 
 
 def test_gated_pool_choice_does_not_hang_on_float_rounding(monkeypatch):

@@ -29,47 +29,90 @@ class SpikingMaxPool2d(nn.Module):
         self.timesteps = timesteps
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (T*B, C, H, W)
+        index = self.winners(x)  # (T*B, C, H', W')
+        if self.training and x.requires_grad and torch.is_grad_enabled():
+            return _TakeWinners.apply(x, index, self)  # the same values, a faster backward
+        return take(x, index)  # (T*B, C, H', W'); plain ops for tracing (export)
+
+    @torch.no_grad()
+    def winners(self, x: torch.Tensor) -> torch.Tensor:
+        """(T*B, C, H, W) -> (T*B, C, H', W') int64: per step and window, the flat H*W index of the
+        location whose running sum is largest so far; in x's memory layout."""
         T = self.timesteps
         xs = x.view(T, -1, *x.shape[1:])  # (T, B, C, H, W)
-        # Sums in float64, rounded to multiples of GRID: currents equal in exact maths (the same
-        # spikes reaching two locations, in any order) then tie exactly, whatever rounding made
-        # them (BN folded into the conv, another kernel, onnxruntime). A tie goes to the location
-        # that won at the previous step (+0.5 on the integer keys), so the output's running sum
-        # stays the winner's. Without this ~10% of predictions move when BN is folded
-        # (benchmarks/export_flips.py).
-        # (x / GRID: GRID is a power of two, so multiplying by its inverse is the same division)
-        with torch.no_grad():
-            keys = xs.to(torch.float64, copy=True)  # (T, B, C, H, W): running sums, in place
-            for t in range(1, T):  # the same sequential order as cumsum(0), which on CPU is a
-                keys[t].add_(keys[t - 1])  # slow strided scan over the outermost dim
-            keys.mul_(1 / self.GRID).round_()
-            won = []  # per step, (B, C, H', W') flat H*W indices of the winners
-            for t in range(T):
-                key = keys[t]  # a view: keys is ours, so the tie-break is written into it in place
-                if won:
-                    flat, w = key.flatten(2), won[-1].flatten(2)
-                    flat.scatter_(2, w, flat.gather(2, w).add_(0.5))  # repeated winners: same value
-                won.append(torch.nn.functional.max_pool2d(
-                    key, self.kernel_size, self.stride, self.padding, self.dilation,
-                    ceil_mode=self.ceil_mode, return_indices=True)[1])
-            index = torch.stack(won)  # (T, B, C, H', W')
-        # One gather over all steps (its backward: one scatter-add into the input's gradient):
-        # output[t] = xs[t] at the winners of step t.
-        if is_channels_last(x):
-            # Gathered as (T*B, H*W, C) rows, a view of an NHWC tensor: the output, and the
-            # gradient the backward's scatter-add makes, keep that layout. Gathered NCHW, the
-            # gradient reaching the batch norm before the pool is NCHW against its NHWC input, and
-            # BN's backward then takes ~6x longer on CPU (a third of a max-pool SNN's step).
-            TB, C, H, W = x.shape
-            h, w = index.shape[-2:]
-            idx = index.flatten(0, 1).permute(0, 2, 3, 1).reshape(TB, h * w, C)  # (T*B, H'*W', C)
-            y = x.permute(0, 2, 3, 1).reshape(TB, H * W, C).gather(1, idx)  # (T*B, H'*W', C)
-            return y.view(TB, h, w, C).permute(0, 3, 1, 2)  # (T*B, C, H', W'), channels_last
-        y = xs.flatten(3).gather(3, index.flatten(3))  # (T, B, C, H'*W')
-        return y.reshape(-1, *index.shape[2:])  # (T*B, C, H', W')
+        # Keys: running sums in units of GRID, rounded to integers, so that currents equal in
+        # exact maths (the same spikes reaching two locations, in any order) tie exactly,
+        # whatever rounding made them (BN folded into the conv, another kernel, onnxruntime). A tie
+        # goes to the location that won at the previous step (+0.5 on the integer keys), so the
+        # output's running sum stays the winner's. Without this ~10% of predictions move when BN
+        # is folded (benchmarks/export_flips.py).
+        # The sums are exact: float64 holds the sum of T float32 values; a 16-bit input (bf16
+        # autocast in training) has 8-bit mantissas, whose sums float32 holds unless the T values
+        # differ by more than 2^14 in size (then a key moves only if its sum lies within float32's
+        # rounding of a grid boundary). float32 keys make the max-pools 4x faster than float64.
+        dtype = torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else torch.float64
+        keys = torch.empty_like(xs, dtype=dtype)  # (T, B, C, H, W), x's layout
+        torch.mul(xs[0], 1 / self.GRID, out=keys[0])  # GRID is a power of two: exact scaling
+        for t in range(1, T):  # keys[t] = keys[t-1] + x[t] / GRID, in one pass per step
+            torch.add(keys[t - 1], xs[t], alpha=1 / self.GRID, out=keys[t])
+        keys.round_()
+        won = []  # per step, (B, C, H', W') flat H*W indices of the winners
+        for t in range(T):
+            key = keys[t]  # a view: keys is ours, so the tie-break is written into it in place
+            if won:
+                flat, w = key.flatten(2), won[-1].flatten(2)
+                flat.scatter_(2, w, flat.gather(2, w).add_(0.5))  # repeated winners: same value
+            won.append(torch.nn.functional.max_pool2d(
+                key, self.kernel_size, self.stride, self.padding, self.dilation,
+                ceil_mode=self.ceil_mode, return_indices=True)[1])
+        if is_channels_last(x):  # stacked as (T, B, H', W', C) rows: no copy into NCHW and back
+            rows = torch.stack([w.permute(0, 2, 3, 1) for w in won])
+            return rows.flatten(0, 1).permute(0, 3, 1, 2)  # (T*B, C, H', W'), channels_last
+        return torch.stack(won).flatten(0, 1)  # (T*B, C, H', W')
 
     def extra_repr(self) -> str:
         return f"kernel_size={self.kernel_size}, stride={self.stride}, T={self.timesteps}"
+
+
+def take(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """out[n, c, i, j] = x[n, c].flatten()[index[n, c, i, j]]; (N, C, H, W) -> (N, C, H', W').
+
+    A channels_last x is gathered as (N, H*W, C) rows, a view of its NHWC storage, so the output
+    and the gradient of the gather keep that layout: an NCHW gradient reaching the batch norm
+    before the pool makes BN's backward ~6x slower on CPU.
+    """
+    N, C, H, W = x.shape
+    h, w = index.shape[-2:]
+    if is_channels_last(x):
+        rows = index.permute(0, 2, 3, 1).reshape(N, h * w, C)  # a view when index is NHWC
+        y = x.permute(0, 2, 3, 1).reshape(N, H * W, C).gather(1, rows)  # (N, H'*W', C)
+        return y.view(N, h, w, C).permute(0, 3, 1, 2)
+    return x.flatten(2).gather(2, index.flatten(2)).view(N, C, h, w)
+
+
+class _TakeWinners(torch.autograd.Function):
+    """take(x, index) with max-pooling's own backward: the gradient of each output goes to its
+    winner, summed where one location wins several windows. The gather's own backward (a
+    scatter-add into zeros) makes the same sum, slower on CPU (BENCHMARKS.md, "Training step").
+    In bf16 a sum over several windows can differ from the scatter-add's in the last bit."""
+
+    @staticmethod
+    def forward(ctx, x, index, pool):  # (N, C, H, W), (N, C, H', W'), SpikingMaxPool2d
+        ctx.save_for_backward(index)
+        ctx.pool = pool
+        ctx.like = (x.shape, x.dtype, x.device, is_channels_last(x))
+        return take(x, index)
+
+    @staticmethod
+    def backward(ctx, grad):  # (N, C, H', W') -> (N, C, H, W)
+        (index,) = ctx.saved_tensors
+        p, (shape, dtype, device, cl) = ctx.pool, ctx.like
+        # The kernel reads only the input's shape, dtype and layout: an unfilled tensor will do.
+        like = torch.empty(shape, dtype=dtype, device=device,
+                           memory_format=torch.channels_last if cl else torch.contiguous_format)
+        g = torch.ops.aten.max_pool2d_with_indices_backward(
+            grad, like, p.kernel_size, p.stride, p.padding, p.dilation, p.ceil_mode, index)
+        return g, None, None
 
 
 class SpikingNet(nn.Module):
