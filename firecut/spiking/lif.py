@@ -60,7 +60,7 @@ def _steps_like(step: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 class _FusedLIF(torch.autograd.Function):
-    """Forward: the recurrence of `lif_reference`, saving only U[t] - thr. Backward, with
+    """Forward: the recurrence of `lif_reference`, saving U[t] - thr and the spikes. Backward, with
     g_t = dL/dout_t, sigma' the surrogate derivative and S[t] = H(U[t] - thr):
 
         dU_t   = g_t * (thr if scale else 1) * sigma'(U[t] - thr)
@@ -90,40 +90,37 @@ class _FusedLIF(torch.autograd.Function):
                 mem.addcmul_(S[t - 1], thr_f, value=-1.0)
             torch.sub(mem, thr_f, out=U[t])
             torch.gt(U[t], 0, out=S[t])
-        ctx.save_for_backward(U, thr)
+        ctx.save_for_backward(U, S, thr)  # S as well: the backward needs it, and recomputing
+        # it from U costs a pass over (T, B, C, ...)
         ctx.cfg = (broadcast, beta, v_init, deriv, param, scale_output, reset)
         ctx.x_dtype = x.dtype
-        S = S.to(x.dtype)
-        return S.mul_(thr.to(x.dtype)) if scale_output else S
+        out = S.to(x.dtype, copy=True)  # a new tensor, whatever the dtype: S stays as saved
+        return out.mul_(thr.to(x.dtype)) if scale_output else out  # (mul into a bf16 `out` from
+        # fp32 operands would be one pass, but is ~8x slower on CPU than these two)
 
     @staticmethod
     def backward(ctx, g):
-        U, thr = ctx.saved_tensors
+        U, S, thr = ctx.saved_tensors  # S: (T, B, C, ...) spikes as 0./1.
         broadcast, beta, v_init, deriv, param, scale_output, reset = ctx.cfg
         thr_f = thr.float()
         need_thr = ctx.needs_input_grad[1]
-        S = None  # (T, B, C, ...) spikes as 0./1.
-        if need_thr or reset == "zero":
-            S = torch.gt(U, 0, out=torch.empty_like(U))
-        dM = deriv(U, param, torch.empty_like(U))  # sigma'(U - thr)
-        dM.mul_(g)
-        if scale_output:
-            dM.mul_(thr_f)  # now dU_t
-        dthr = -dM.sum(0) if need_thr else None  # - sum_t dU_t, (B, C, ...)
+        # dU_t = g_t (thr) sigma'(U[t] - thr): the threshold folded into the derivative's pass
+        dM = deriv(U, param, torch.empty_like(U), thr_f if scale_output else None)
+        dM.mul_(g)  # g: the output's dtype (bf16 under autocast), read without a converted copy
+        R = None  # (T, B, C, ...): the terms of -dthr, summed over everything but C at the end
+        if need_thr:  # R_t = dU_t - g_t S[t] (scale) + dM_t S[t-1] (subtract), after the loop
+            R = torch.addcmul(dM, S, g, value=-1.0) if scale_output else dM.clone()
         for t in range(dM.shape[0] - 2, -1, -1):  # dM_t = dU_t + beta k_t dM_{t+1}, in place
             if reset == "zero":
                 dM[t].addcmul_(1.0 - S[t], dM[t + 1], value=beta)
             else:
                 dM[t].add_(dM[t + 1], alpha=beta)
+        dthr = None
         if need_thr:
             if reset == "subtract":
-                for t in range(1, dM.shape[0]):
-                    dthr.addcmul_(S[t - 1], dM[t], value=-1.0)  # - dM_t S[t-1]
-            dthr.add_(dM[0], alpha=v_init * beta)
-            if scale_output:
-                for t in range(dM.shape[0]):
-                    dthr.addcmul_(S[t], g[t].float())  # g_t S[t]
-            dthr = dthr.sum_to_size(thr.shape).to(thr.dtype)
+                R[1:].addcmul_(S[:-1], dM[1:])  # + dM_t S[t-1]
+            R[0].add_(dM[0], alpha=-v_init * beta)  # - v_init beta dM_0 (U[-1] = v_init thr)
+            dthr = R.sum_to_size(thr.shape).neg_().to(thr.dtype)
         dx = dM.sum(0) if broadcast else dM
         return dx.to(ctx.x_dtype), dthr, *([None] * 8)
 

@@ -15,23 +15,36 @@ import torch
 from firecut.errors import FirecutError
 
 
-def d_atan(u: torch.Tensor, a: float, out: torch.Tensor) -> torch.Tensor:
-    """dS/dU = (a/2) / (1 + (pi/2 a U)^2)"""
+def d_atan(u: torch.Tensor, a: float, out: torch.Tensor,
+           scale: torch.Tensor | None = None) -> torch.Tensor:
+    """dS/dU = (a/2) / (1 + (pi/2 a U)^2), times `scale` (broadcast over u) where given."""
     torch.mul(u, math.pi / 2 * a, out=out)
-    return out.square_().add_(1.0).reciprocal_().mul_(a / 2)
+    one = torch.ones((), dtype=out.dtype, device=out.device)
+    torch.addcmul(one, out, out, out=out)  # 1 + q^2 in one pass
+    return _over(out, a / 2, scale)
 
 
-def d_fast_sigmoid(u: torch.Tensor, k: float, out: torch.Tensor) -> torch.Tensor:
-    """dS/dU = 1 / (k |U| + 1)^2"""
+def d_fast_sigmoid(u: torch.Tensor, k: float, out: torch.Tensor,
+                   scale: torch.Tensor | None = None) -> torch.Tensor:
+    """dS/dU = 1 / (k |U| + 1)^2, times `scale` where given"""
     torch.abs(u, out=out)
-    return out.mul_(k).add_(1.0).square_().reciprocal_()
+    return _over(out.mul_(k).add_(1.0).square_(), 1.0, scale)
 
 
-def d_sigmoid(u: torch.Tensor, k: float, out: torch.Tensor) -> torch.Tensor:
+def d_sigmoid(u: torch.Tensor, k: float, out: torch.Tensor,
+              scale: torch.Tensor | None = None) -> torch.Tensor:
     """dS/dU = k e^{-kU} / (e^{-kU} + 1)^2 = k sig(kU) sig(-kU): snntorch's derivative, computed
-    without overflow (snntorch's form gives NaN for very negative U) or cancellation."""
+    without overflow (snntorch's form gives NaN for very negative U) or cancellation; times
+    `scale` where given."""
     other = torch.mul(u, -k).sigmoid_()
-    return torch.mul(u, k, out=out).sigmoid_().mul_(other).mul_(k)
+    return torch.mul(u, k, out=out).sigmoid_().mul_(other).mul_(k if scale is None else scale * k)
+
+
+def _over(den: torch.Tensor, c: float, scale: torch.Tensor | None) -> torch.Tensor:
+    """c * scale / den, in place in den: one pass (the fused neuron folds its threshold in here)."""
+    if scale is None:
+        return den.reciprocal_().mul_(c)
+    return torch.div(scale * c, den, out=den)
 
 
 class Spike(torch.autograd.Function):
