@@ -166,6 +166,14 @@ def test_gated_pool_on_bf16_picks_the_winners_of_exact_sums():
     assert torch.equal(pool(x), pool(x.double()).to(torch.bfloat16))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_gated_pool_sums_large_currents_without_overflow(dtype):
+    # Step 0: 70 > 66; step 1: 70 + 0 < 66 + 10. Scaled to grid units in fp16, 70 would be inf.
+    x = torch.tensor([[70.0, 66.0], [0.0, 10.0]]).view(2, 1, 1, 2).to(dtype)
+    pool = SpikingMaxPool2d(nn.MaxPool2d((1, 2)), 2)
+    assert pool.winners(x).flatten().tolist() == [0, 1]
+
+
 def test_gated_pool_choice_does_not_hang_on_float_rounding(monkeypatch):
     # Spikes through a 1x1 conv: locations that got the same spikes in another order have running
     # sums equal in exact maths. Another arithmetic (BN folded, onnxruntime) moves every current by

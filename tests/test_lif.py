@@ -76,6 +76,33 @@ def test_fused_equals_reference_values_and_gradients(broadcast, beta, scale, sur
     assert fused.threshold.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("channels", [5, None])  # per-channel or one scalar threshold
+@pytest.mark.parametrize("T", [1, 4])
+@pytest.mark.parametrize("learn", [True, False])
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_fused_equals_reference_for_scalar_fixed_thresholds_and_one_step(channels, T, learn, reset):
+    # The fused backward sums the threshold's gradient over a (T, B, C, ...) tensor (to a scalar
+    # for a scalar threshold), keeps the spikes only where it needs them, and has no t-1 at T=1.
+    B = 3
+    torch.manual_seed(3)
+    kw = dict(threshold=0.8, beta=1.0, learn_threshold=learn, v_init=0.5, scale_output=True,
+              timesteps=T, reset=reset)
+    fused, ref = LIF(channels, fused=True, **kw), LIF(channels, fused=False, **kw)
+    x = torch.randn(T * B, 5, 4, 4) * 1.5
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = fused(xa), ref(xb)
+    assert torch.equal(ya, yb)
+    w = torch.randn_like(ya)
+    (ya * w).sum().backward()
+    (yb * w).sum().backward()
+    torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-5)
+    if learn:
+        assert fused.threshold.grad.shape == fused.threshold.shape
+        torch.testing.assert_close(fused.threshold.grad, ref.threshold.grad, rtol=1e-4, atol=1e-4)
+    else:
+        assert fused.threshold.grad is None
+
+
 def test_no_state_outlives_a_forward_call():
     lif = LIF(4, threshold=0.5, v_init=0.5, timesteps=3)
     x = torch.randn(3 * 2, 4, 3, 3)

@@ -90,8 +90,10 @@ class _FusedLIF(torch.autograd.Function):
                 mem.addcmul_(S[t - 1], thr_f, value=-1.0)
             torch.sub(mem, thr_f, out=U[t])
             torch.gt(U[t], 0, out=S[t])
-        ctx.save_for_backward(U, S, thr)  # S as well: the backward needs it, and recomputing
-        # it from U costs a pass over (T, B, C, ...)
+        # S as well where the backward reads it (the threshold's gradient, the zero reset):
+        # recomputing it from U would cost a pass over (T, B, C, ...)
+        keep_s = ctx.needs_input_grad[1] or reset == "zero"
+        ctx.save_for_backward(U, S if keep_s else None, thr)
         ctx.cfg = (broadcast, beta, v_init, deriv, param, scale_output, reset)
         ctx.x_dtype = x.dtype
         out = S.to(x.dtype, copy=True)  # a new tensor, whatever the dtype: S stays as saved
@@ -100,7 +102,7 @@ class _FusedLIF(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        U, S, thr = ctx.saved_tensors  # S: (T, B, C, ...) spikes as 0./1.
+        U, S, thr = ctx.saved_tensors  # S: (T, B, C, ...) spikes as 0./1., or None
         broadcast, beta, v_init, deriv, param, scale_output, reset = ctx.cfg
         thr_f = thr.float()
         need_thr = ctx.needs_input_grad[1]

@@ -30,8 +30,9 @@ class SpikingMaxPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (T*B, C, H, W)
         index = self.winners(x)  # (T*B, C, H', W')
-        if self.training and x.requires_grad and torch.is_grad_enabled():
-            return _TakeWinners.apply(x, index, self)  # the same values, a faster backward
+        if (self.training and x.requires_grad and torch.is_grad_enabled()
+                and x.device.type in ("cpu", "cuda")):  # whose backward kernels read only the
+            return _TakeWinners.apply(x, index, self)  # indices: the same values, a faster backward
         return take(x, index)  # (T*B, C, H', W'); plain ops for tracing (export)
 
     @torch.no_grad()
@@ -46,13 +47,15 @@ class SpikingMaxPool2d(nn.Module):
         # goes to the location that won at the previous step (+0.5 on the integer keys), so the
         # output's running sum stays the winner's. Without this ~10% of predictions move when BN
         # is folded (benchmarks/export_flips.py).
-        # The sums are exact: float64 holds the sum of T float32 values; a 16-bit input (bf16
-        # autocast in training) has 8-bit mantissas, whose sums float32 holds unless the T values
-        # differ by more than 2^14 in size (then a key moves only if its sum lies within float32's
-        # rounding of a grid boundary). float32 keys make the max-pools 4x faster than float64.
-        dtype = torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else torch.float64
+        # float64 holds the sum of T float32 values exactly. In training under bf16 autocast the
+        # keys are float32, 4x faster to max-pool here: bf16 values have 8-bit mantissas, so their
+        # sums are exact in float32 unless the T values differ in size by more than about
+        # 2^(16 - log2 T), and the +0.5 tie-break holds while |running sum| < 2^13 (keys < 2^23).
+        # Past those bounds a key can round differently from float64's, and where two sums come
+        # that close to a grid boundary, pick another winner. Every other dtype keeps float64.
+        dtype = torch.float32 if x.dtype == torch.bfloat16 else torch.float64
         keys = torch.empty_like(xs, dtype=dtype)  # (T, B, C, H, W), x's layout
-        torch.mul(xs[0], 1 / self.GRID, out=keys[0])  # GRID is a power of two: exact scaling
+        keys[0].copy_(xs[0]).mul_(1 / self.GRID)  # GRID is a power of two: exact scaling
         for t in range(1, T):  # keys[t] = keys[t-1] + x[t] / GRID, in one pass per step
             torch.add(keys[t - 1], xs[t], alpha=1 / self.GRID, out=keys[t])
         keys.round_()

@@ -12,8 +12,9 @@ the backward walks t = T-1..0 carrying dM. The maths, with U[t] the membrane bef
               dX_t  = dM_t                                       (broadcast input: dX = sum_t dM_t)
               dthr  = sum_t [g_t S[t] (scale) - dU_t - r[t-1] dM_t] + v_init beta dM_0
 
-Saved for backward: U - thr in float32 (T*N floats, as `_FusedLIF` saves); S is recomputed from it
-as U - thr > 0. The kernels write dthr per neuron (N floats) and torch sums it to thr's shape.
+Saved for backward: U - thr in float32 (T*N floats; `_FusedLIF` on CPU also saves S, to skip a
+pass); S is recomputed from it as U - thr > 0. The kernels write dthr per neuron (N floats) and
+torch sums it to thr's shape.
 Threshold of neuron i: thr[(i // INNER) % C], INNER = H*W for NCHW memory, 1 for channels-last
 (NHWC memory: the channel is the fastest dimension), C = 1 for a scalar threshold.
 
