@@ -65,7 +65,7 @@ def run_cli_many(*argvs: list, cwd: Path | None = None,
                           capture_output=True, text=True, timeout=timeout, env=cli_env())
     assert proc.returncode == 0, proc.stderr
     return [subprocess.CompletedProcess(["firecut", *argv], code, out, err)
-            for argv, (code, out, err) in zip(argvs, json.loads(proc.stdout.splitlines()[-1]))]
+            for argv, (code, out, err) in zip(argvs, json.loads(proc.stdout.splitlines()[-1]), strict=True)]
 
 
 def assert_user_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
@@ -100,3 +100,22 @@ def experiment(cls, **kw):
     names = {f.name for f in fields(RecipeConfig)}
     return cls(RecipeConfig(**{k: v for k, v in kw.items() if k in names}),
                **{k: v for k, v in kw.items() if k not in names})
+
+
+def quiet_fit(cfg, out):
+    """The experiments' `fit`, imported late (torch stays out of collection)."""
+    from firecut.training.loop import fit
+
+    return fit(cfg, out)
+
+
+def counting(trained: list, parts: int = 1):
+    """quiet_fit that appends to `trained` the last `parts` components of the folder of each run
+    it trains ("run" or "model/run"); a run found complete is only read back."""
+    from firecut.runs import RunFolder
+
+    def fit(cfg, out):
+        if not RunFolder(out).complete:
+            trained.append("/".join(str(out).split("/")[-parts:]))
+        return quiet_fit(cfg, out)
+    return fit

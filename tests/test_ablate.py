@@ -9,7 +9,7 @@ from firecut.checkpoint import load_checkpoint
 from firecut.errors import FirecutError
 from firecut.pruning.schedules import FIRE_NAMES
 
-from conftest import assert_user_error, experiment, run_cli, shared_file
+from conftest import assert_user_error, counting, experiment, quiet_fit, run_cli, shared_file
 
 SCHEDULES = """\
 - name: Full
@@ -26,24 +26,6 @@ def small(tmp_path, **kw) -> A.AblateConfig:
     base = dict(dataset="synthetic", root="", schedules=str(tmp_path / "s.yaml"), epochs=1,
                 finetune_epochs=1, batch_size=64, width=0.25, device="cpu", timesteps=2)
     return experiment(A.AblateConfig, **{**base, **kw})
-
-
-def quiet_fit(cfg, out):
-    from firecut.training.loop import fit
-
-    return fit(cfg, out)
-
-
-def counting(trained: list):
-    """quiet_fit that appends to `trained` the folder name of each run it trains (one found
-    complete is only read back)."""
-    from firecut.runs import RunFolder
-
-    def fit(cfg, out):
-        if not RunFolder(out).complete:
-            trained.append(out.split("/")[-1])
-        return quiet_fit(cfg, out)
-    return fit
 
 
 def test_ablation_resumes_after_a_kill_between_schedules(tmp_path, monkeypatch):

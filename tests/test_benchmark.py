@@ -9,19 +9,13 @@ from firecut.config import ModelConfig, SpikingConfig
 from firecut.errors import FirecutError
 from firecut.network import build_network, count_params
 
-from conftest import assert_user_error, experiment, run_cli, shared_file
+from conftest import assert_user_error, counting, experiment, quiet_fit, run_cli, shared_file
 
 
 def small(**kw) -> B.BenchmarkConfig:
     base = dict(dataset="synthetic", root="", models=["squeezenet_p", "mnasnet"], epochs=1,
                 finetune_epochs=1, batch_size=64, width=0.25, device="cpu", timesteps=2)
     return experiment(B.BenchmarkConfig, **{**base, **kw})
-
-
-def quiet_fit(cfg, out):
-    from firecut.training.loop import fit
-
-    return fit(cfg, out)
 
 
 def test_models_option():
@@ -75,13 +69,7 @@ def test_benchmark_resumes_after_a_kill_and_keeps_finished_runs(tmp_path, monkey
     stamp = done.stat().st_mtime_ns
     trained = []
 
-    def counting_fit(cfg, out):
-        from firecut.runs import RunFolder
-
-        if not RunFolder(out).complete:
-            trained.append(out.split("/")[-2] + "/" + out.split("/")[-1])
-        return quiet_fit(cfg, out)
-
+    counting_fit = counting(trained, parts=2)  # records 'model/run'
     rows = B.run_benchmark(small(), tmp_path, fit=counting_fit, log=lambda m: None)
     assert trained == ["mnasnet/cnn-s0", "mnasnet/snn-s0"]  # nothing finished was retrained
     assert done.stat().st_mtime_ns == stamp

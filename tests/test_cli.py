@@ -232,7 +232,7 @@ def test_bad_files_are_refused(tmp_path):
           tmp_path / "o"], ["not a firecut checkpoint"]),
         (["train", "--dataset", "synthetic", "--out", tmp_path / "afile" / "run"], ["cannot write to --out"]),
     ]
-    for proc, (_, needles) in zip(run_cli_many(*(argv for argv, _ in cases)), cases):
+    for proc, (_, needles) in zip(run_cli_many(*(argv for argv, _ in cases)), cases, strict=True):
         assert_user_error(proc, *needles)
     assert not list(tmp_path.rglob("summary.json"))
 
