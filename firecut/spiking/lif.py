@@ -60,7 +60,8 @@ def _steps_like(step: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 class _FusedLIF(torch.autograd.Function):
-    """Forward: the recurrence of `lif_reference`, saving U[t] - thr and the spikes. Backward, with
+    """Forward: the recurrence of `lif_reference`, saving U[t] - thr (and the spikes, where the
+    backward reads them). Backward, with
     g_t = dL/dout_t, sigma' the surrogate derivative and S[t] = H(U[t] - thr):
 
         dU_t   = g_t * (thr if scale else 1) * sigma'(U[t] - thr)

@@ -30,10 +30,12 @@ class SpikingMaxPool2d(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (T*B, C, H, W)
         index = self.winners(x)  # (T*B, C, H', W')
+        # Training: the same values with a faster backward, on the devices whose max-pool backward
+        # reads only the indices (_TakeWinners). Otherwise plain ops, which export traces.
         if (self.training and x.requires_grad and torch.is_grad_enabled()
-                and x.device.type in ("cpu", "cuda")):  # whose backward kernels read only the
-            return _TakeWinners.apply(x, index, self)  # indices: the same values, a faster backward
-        return take(x, index)  # (T*B, C, H', W'); plain ops for tracing (export)
+                and x.device.type in ("cpu", "cuda")):
+            return _TakeWinners.apply(x, index, self)
+        return take(x, index)  # (T*B, C, H', W')
 
     @torch.no_grad()
     def winners(self, x: torch.Tensor) -> torch.Tensor:
