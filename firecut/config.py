@@ -79,6 +79,8 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4  # on conv/linear weights only (not BN, biases, thresholds)
     label_smoothing: float = 0.1
+    distill: float = 0.0  # SNN from --init: weight of the CNN teacher's soft targets (training.distill)
+    distill_temp: float = 4.0  # distillation temperature tau
     warmup_epochs: float = 1.0
     seed: int = 0
     device: str = "auto"  # auto | cpu | cuda
@@ -327,6 +329,10 @@ def validate(cfg: RunConfig) -> RunConfig:
         (0.0 <= cfg.spiking.v_init < 1.0, "spiking.v_init must be in [0, 1) (fraction of threshold)"),
         (0.0 < cfg.spiking.percentile <= 100.0, "spiking.percentile must be in (0, 100]"),
         (cfg.model.levels >= 1, "model.levels must be >= 1"),
+        (0.0 <= cfg.train.distill <= 1.0, "train.distill must be in [0, 1] (the teacher's share of the loss)"),
+        (cfg.train.distill == 0.0 or (cfg.spiking.enabled and cfg.spiking.init),
+         "train.distill needs --init: the teacher is the CNN the SNN is converted from"),
+        (cfg.train.distill_temp > 0, "train.distill_temp must be > 0"),
         (cfg.train.optimizer in ("sgd", "adamw"), "--optimizer must be sgd or adamw"),
         (cfg.train.device in ("auto", "cpu", "cuda"), "--device must be auto, cpu or cuda"),
         (cfg.data.train_subset is None or cfg.data.train_subset > 0, "--train-subset must be > 0"),

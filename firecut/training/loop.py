@@ -30,6 +30,7 @@ from firecut.runs import RunFolder, folder_lock
 from firecut.spiking import SpikingNet, balance_thresholds
 from firecut.training import device as D
 from firecut.training import steps as S
+from firecut.training.distill import load_teacher
 from firecut.training.metrics import evaluate
 
 
@@ -167,13 +168,18 @@ def _fit(cfg: RunConfig, out: str, restart: bool, log: Callable[[str], None], on
                                metrics={k: metrics[k] for k in ("acc", "f1", "loss")},
                                train_images=len(data.x_train), **meta, **resume_state)
 
+    teacher = None
+    if cfg.train.distill > 0:
+        teacher = load_teacher(cfg.spiking.init, device, cfg.train.channels_last)
+        log(f"distilling from {cfg.spiking.init}: weight {cfg.train.distill}, "
+            f"temperature {cfg.train.distill_temp}")
     metrics: dict[str, Any] = {}
     step_model = D.compiled(model) if cfg.train.compile else model  # shares the parameters
     for epoch in range(start, cfg.train.epochs):
         train_loader.epoch = epoch
         step_hook = functools.partial(on_step, epoch) if on_step is not None else None
         with D.compile_errors(cfg.train.compile):
-            tr = S.train_epoch(step_model, train_loader, opt, sched, cfg, step_hook)
+            tr = S.train_epoch(step_model, train_loader, opt, sched, cfg, step_hook, teacher)
         train_seconds += tr["seconds"]
         last = epoch == cfg.train.epochs - 1
         metrics = evaluate(model, test_loader, data.num_classes,

@@ -13,6 +13,7 @@ from torch import nn
 
 from firecut.config import RunConfig
 from firecut.training.device import train_autocast
+from firecut.training.distill import distill_loss
 
 
 def make_optimizer(model: nn.Module, cfg: RunConfig) -> torch.optim.Optimizer:
@@ -42,8 +43,11 @@ def make_scheduler(opt: torch.optim.Optimizer, steps_per_epoch: int, cfg: RunCon
 
 
 def train_epoch(model, loader, opt, sched, cfg: RunConfig,
-                on_step: Callable[[int, int, Callable[[], str]], None] | None = None) -> dict[str, float]:
-    """One pass over `loader`; `on_step(step, steps, info)` after each step (see training.loop.fit)."""
+                on_step: Callable[[int, int, Callable[[], str]], None] | None = None,
+                teacher: nn.Module | None = None) -> dict[str, float]:
+    """One pass over `loader`; `on_step(step, steps, info)` after each step (see training.loop.fit).
+    With a `teacher`, the loss is training.distill's (cfg.train.distill, distill_temp)."""
+    t = cfg.train
     model.train()
     device = loader.x.device
     loss_sum = torch.zeros((), device=device)
@@ -55,8 +59,14 @@ def train_epoch(model, loader, opt, sched, cfg: RunConfig,
 
     for i, (x, y) in enumerate(loader):
         with train_autocast(device, cfg.train.amp):
-            logits = model(x)
-            loss = F.cross_entropy(logits.float(), y, label_smoothing=cfg.train.label_smoothing)
+            logits = model(x)  # (B, K)
+            if teacher is None:
+                loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
+            else:
+                with torch.no_grad():
+                    target = teacher(x).float()
+                loss = distill_loss(logits.float(), target, y, t.distill, t.distill_temp,
+                                    t.label_smoothing)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

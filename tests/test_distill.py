@@ -1,0 +1,99 @@
+"""Distillation of the converted SNN from its CNN: the loss's maths, its wiring into training,
+and the settings it refuses."""
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from firecut.config import RunConfig, validate
+from firecut.data import DeviceLoader, load_synthetic
+from firecut.errors import FirecutError
+from firecut.training import loop as T
+from firecut.training import steps
+from firecut.training.distill import distill_loss
+
+from conftest import assert_user_error, run_cli
+
+
+def test_distill_loss_is_hintons_mix_of_cross_entropy_and_tempered_kl():
+    s = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    t = torch.tensor([[math.log(3.0), 0.0]])  # teacher: softmax = (0.75, 0.25)
+    y = torch.tensor([1])
+
+    def loss(*args):
+        return float(distill_loss(*args).detach())
+
+    ce = math.log(2.0)  # student (0.5, 0.5), label 1
+    kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert loss(s, t, y, 0.0, 1.0) == pytest.approx(ce)
+    assert loss(s, t, y, 1.0, 1.0) == pytest.approx(kl)
+    assert loss(s, t, y, 0.25, 1.0) == pytest.approx(0.75 * ce + 0.25 * kl)
+    # identical logits: the soft term vanishes at any temperature
+    assert loss(t, t, y, 1.0, 4.0) == pytest.approx(0.0, abs=1e-7)
+    # d/ds tau^2 KL(p_t || softmax(s/tau)) = tau (softmax(s/tau) - p_t): tau^2 keeps the scale
+    tau = 4.0
+    distill_loss(s, t, y, 1.0, tau).backward()
+    p_t = torch.softmax(t / tau, dim=1)
+    assert torch.allclose(s.grad, tau * (torch.softmax(s.detach() / tau, dim=1) - p_t), atol=1e-6)
+
+
+def _one_batch():
+    data = load_synthetic(n_train=64)
+    mean, std = data.norm()
+    return DeviceLoader(data.x_train, data.y_train, 64, mean, std, torch.device("cpu"),
+                        train=True, augment=False, seed=0)
+
+
+@pytest.mark.parametrize("weight", [0.0, 1.0])
+def test_a_student_equal_to_its_teacher_has_no_distillation_loss(weight):
+    torch.manual_seed(0)
+    student = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    teacher = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10))
+    teacher.load_state_dict(student.state_dict())
+    cfg = RunConfig()
+    cfg.train.amp, cfg.train.distill = False, weight
+    opt = torch.optim.SGD(student.parameters(), lr=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+    loss = steps.train_epoch(student, _one_batch(), opt, sched, cfg, teacher=teacher)["train_loss"]
+    if weight == 1.0:
+        assert loss == pytest.approx(0.0, abs=1e-6)  # all teacher, and the teacher agrees
+    else:
+        assert loss > 1.0  # cross-entropy of an untrained net over 10 classes (about ln 10)
+
+
+def _tiny(epochs: int, **train) -> RunConfig:
+    cfg = RunConfig()
+    cfg.data.dataset, cfg.model.width, cfg.model.act = "synthetic", 0.25, "clipq"
+    cfg.train.epochs, cfg.train.batch_size, cfg.train.device = epochs, 64, "cpu"
+    for k, v in train.items():
+        setattr(cfg.train, k, v)
+    return cfg
+
+
+def test_fit_distills_the_snn_from_the_cnn_it_converts(tmp_path):
+    T.fit(validate(_tiny(2, lr=0.1)), str(tmp_path / "cnn"))
+    losses, logs = {}, []
+    for weight in (0.0, 0.7):
+        cfg = _tiny(1, lr=0.01, distill=weight)
+        cfg.spiking.enabled, cfg.spiking.init = True, str(tmp_path / "cnn" / "best.pt")
+        out = tmp_path / f"snn-{weight}"
+        s = T.fit(validate(cfg), str(out), log=logs.append)
+        assert s["spiking"] and 0 < s["acc"] <= 1
+        losses[weight] = (out / "metrics.csv").read_text().splitlines()[1].split(",")[1]
+    assert sum("distilling from" in m for m in logs) == 1  # only the run that asked
+    assert losses[0.0] != losses[0.7]  # the same seed and data: the loss is another one
+
+
+def test_distillation_settings_are_checked():
+    cnn = _tiny(1, distill=0.5)
+    with pytest.raises(FirecutError, match="needs --init"):
+        validate(cnn)
+    for key, value, needle in (("distill", 1.5, "must be in"), ("distill_temp", 0.0, "> 0")):
+        cfg = _tiny(1, **{key: value})
+        cfg.spiking.enabled, cfg.spiking.init = True, "cnn.pt"
+        with pytest.raises(FirecutError, match=needle):
+            validate(cfg)
+    assert_user_error(run_cli("train", "--dataset", "synthetic", "--cnn", "--quiet",
+                              "--set", "train.distill=0.5"), "train.distill needs --init")
