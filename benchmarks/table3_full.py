@@ -7,7 +7,8 @@ squeezenet is Baseline, squeezenet_p is Ref-1). This reads them, matches every S
 schedule by its keep mask, keeps one run per (schedule, seed) (the first folder given wins),
 and prints one markdown table: per way of re-training, SNN accuracy (mean ± std over seeds,
 with the seed count), energy per image and ★ on that way's accuracy-energy Pareto front; then
-the paper's Table 3 row. A schedule with no run yet shows "–".
+the paper's Table 3 row. A schedule with no run yet shows "–"; an ablation still running (no
+table.json yet) gives the schedules it has finished.
 
     python benchmarks/table3_full.py finetune=runs/ablate-finetune-full,runs/ablate-finetune-pair \
         recipe=runs/bench-full,runs/ablate-recipe-rest [--schedules paper.yaml]
@@ -34,7 +35,26 @@ def snn_runs(folder: Path) -> list[dict[str, Any]]:
         runs = json.loads((folder / "benchmark.json").read_text())["runs"]
         cnn = {(r["model"], r["seed"]): r["acc"] for r in runs if r["mode"] == "cnn"}
         return [{**r, "cnn_acc": cnn.get((r["model"], r["seed"]))} for r in runs if r["mode"] == "snn"]
-    sys.exit(f"{folder} holds neither an ablation (table.json) nor a benchmark (benchmark.json)")
+    if (folder / "schedules").is_dir():
+        return finished_schedules(folder / "schedules")
+    sys.exit(f"{folder} holds neither an ablation (table.json, or schedules/ while it runs) "
+             "nor a benchmark (benchmark.json)")
+
+
+def finished_schedules(schedules: Path) -> list[dict[str, Any]]:
+    """The finished SNN runs of an ablation still running (no table.json yet): every
+    schedules/NAME-sSEED/summary.json, with its CNN's accuracy from NAME-sSEED-cnn (recipe)."""
+    runs = []
+    for summary in sorted(schedules.glob("*/summary.json")):
+        run = json.loads(summary.read_text())
+        if not run.get("spiking"):
+            continue  # a recipe schedule's CNN: read below, beside its SNN
+        cnn = summary.parent.with_name(summary.parent.name + "-cnn") / "summary.json"
+        run["cnn_acc"] = json.loads(cnn.read_text())["acc"] if cnn.is_file() else None
+        runs.append(run)
+    print(f"{schedules.parent}: no table.json yet; {len(runs)} finished SNN run(s) read from "
+          f"{schedules}", file=sys.stderr)
+    return runs
 
 
 def mode_rows(folders: list[Path], schedules: list[Schedule]) -> dict[str, dict[str, Any]]:

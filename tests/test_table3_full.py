@@ -37,3 +37,20 @@ def test_runs_from_a_benchmark_and_an_ablation_merge_by_mask_and_seed(tmp_path):
     assert rows["Ref-1"][9] == "0.8100 (1) ★" and rows["Ref-1"][12:14] == ["0.81", "0.0295"]
     assert rows["Alt-2"][9] == "0.7500 (1)"  # dominated by Ref-1: cheaper and more accurate
     assert rows["Head-1"][9:12] == ["–", "–", "–"]  # not run yet
+
+
+def test_an_ablation_still_running_gives_its_finished_schedules(tmp_path):
+    abl = tmp_path / "abl" / "schedules"
+    head1 = ["fire2", "fire3", "fire4", "fire5", "fire9"]
+    for name, row in (("Head-1-s0-cnn", run_row(0.86, 0.1, 0, head1, spiking=False)),
+                      ("Head-1-s0", run_row(0.83, 0.0207, 0, head1, spiking=True)),
+                      ("Head-2-s0-cnn", run_row(0.85, 0.1, 0, ["fire2"], spiking=False))):
+        (abl / name).mkdir(parents=True)
+        (abl / name / "summary.json").write_text(json.dumps(row))
+    (abl / "Head-2-s0").mkdir()  # its SNN is training: no summary yet
+    proc = subprocess.run([sys.executable, str(SCRIPT), f"recipe={abl.parent}"], capture_output=True,
+                          text=True, check=True)
+    rows = {line.split(" | ")[0][2:]: line.rstrip(" |").split(" | ") for line in proc.stdout.splitlines()[2:]}
+    assert rows["Head-1"][9:12] == ["0.8300 (1) ★", "0.8600", "0.0207"]
+    assert rows["Head-2"][9] == "–" and rows["Baseline"][9] == "–"
+    assert "no table.json yet; 1 finished SNN run" in proc.stderr
