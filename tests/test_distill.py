@@ -96,4 +96,4 @@ def test_distillation_settings_are_checked():
         with pytest.raises(FirecutError, match=needle):
             validate(cfg)
     assert_user_error(run_cli("train", "--dataset", "synthetic", "--cnn", "--quiet",
-                              "--set", "train.distill=0.5"), "train.distill needs --init")
+                              "--distill", "0.5"), "--distill (train.distill) needs --init")
