@@ -155,6 +155,7 @@ class RecipeConfig:
     e_ac_pj: float | None = None  # override: pJ per accumulate
     e_mac_pj: float | None = None  # override: pJ per multiply-accumulate
     energy_model: str = "paper"  # paper | hardware | path/to/costs.yaml
+    distill: float = 0.0  # every converted SNN learns this share of its loss from its CNN (train.distill)
 
 
 def flat_settings(settings: Any) -> dict[str, Any]:

@@ -97,3 +97,23 @@ def test_distillation_settings_are_checked():
             validate(cfg)
     assert_user_error(run_cli("train", "--dataset", "synthetic", "--cnn", "--quiet",
                               "--distill", "0.5"), "--distill (train.distill) needs --init")
+
+
+def test_the_recipe_distils_every_converted_snn_from_its_own_cnn(tmp_path):
+    from firecut.config import RecipeConfig
+    from firecut.training.recipe import check_step_counts, cnn_then_snn
+
+    cfgs = []
+
+    def fake_fit(cfg, out):
+        cfgs.append(cfg)
+        return {"acc": 0.5}
+
+    recipe = RecipeConfig(dataset="synthetic", root="", preset="quick", distill=0.5)
+    cnn_then_snn(recipe, tmp_path / "cnn", tmp_path / "snn", fake_fit, lambda m: None)
+    assert [c.train.distill for c in cfgs] == [0.0, 0.5]  # the CNN has no teacher
+    assert cfgs[1].spiking.init == str(tmp_path / "cnn" / "best.pt")
+    with pytest.raises(FirecutError, match="--distill must be in"):
+        check_step_counts(RecipeConfig(distill=1.5))
+    assert_user_error(run_cli("benchmark", "--dataset", "synthetic", "--distill", "2"),
+                      "--distill must be in")

@@ -3,7 +3,7 @@
 The ablation, the search and the benchmark all train the same way (one recipe for every model
 and dataset, a `config.RecipeConfig` each of their settings holds): the CNN with the preset's
 clip-quant activation, then its best checkpoint converted (threshold = learned clip) and
-fine-tuned as an SNN.
+fine-tuned as an SNN (with `distill`, also from that CNN's soft targets).
 """
 
 from __future__ import annotations
@@ -27,10 +27,12 @@ def check_preset(preset: str | None) -> None:
 
 def check_step_counts(recipe: RecipeConfig, *extra: tuple[str, int | None]) -> None:
     """--epochs, --finetune-epochs, --timesteps, --batch-size (and `extra` (flag, value) pairs)
-    must be >= 1 where given; the energy preset must exist and overrides be >= 0."""
+    must be >= 1 where given; the energy preset must exist and overrides be >= 0; --distill in [0, 1]."""
     from firecut.energy import make_energy
 
     make_energy(recipe.energy_preset, recipe.e_ac_pj, recipe.e_mac_pj, recipe.energy_model)
+    if not 0.0 <= recipe.distill <= 1.0:
+        raise FirecutError("--distill must be in [0, 1] (the CNN teacher's share of the SNN's loss)")
     for flag, v in (("--epochs", recipe.epochs), ("--finetune-epochs", recipe.finetune_epochs),
                     ("--timesteps", recipe.timesteps), ("--batch-size", recipe.batch_size), *extra):
         if v is not None and v < 1:
@@ -103,6 +105,7 @@ def snn_from_cnn(recipe: RecipeConfig, cnn: RunConfig, cnn_dir: Path, snn_dir: P
     into `snn_dir`; returns the SNN's summary."""
     snn = step_config(recipe, "snn", seed, model)
     snn.spiking.init = str(Path(cnn_dir) / "best.pt")
+    snn.train.distill = recipe.distill  # the teacher is this CNN (training.distill)
     # the converted net keeps the CNN's architecture and activation; it is not pruned from anything
     snn.model = ModelConfig(**{**asdict(cnn.model), "parent": None})
     return fit(validate(snn), str(snn_dir))
