@@ -35,7 +35,7 @@ from typing import Any, Callable
 from firecut.config import (ENERGY_PRESETS, MATCHED, ModelConfig, RecipeConfig, SpikingConfig, child_of,
                             energy_mj, flat_defaults, flat_settings, validate)
 from firecut.errors import FirecutError
-from firecut.training.recipe import (check_preset, check_step_counts, cnn_then_snn, pin_settings,
+from firecut.training.recipe import (check_preset, check_recipe, cnn_then_snn, pin_settings,
                                      snn_from_cnn, step_config)
 from firecut.io import atomic_write_text
 from firecut.runs import folder_lock
@@ -77,7 +77,10 @@ def check_values(ac: AblateConfig) -> None:
         raise FirecutError("--seeds must be >= 1")
     if ac.cnn_finetune_epochs is not None and ac.retrain != "prune-cnn":
         raise FirecutError(f"--cnn-finetune-epochs is for --retrain prune-cnn, not {ac.retrain}")
-    check_step_counts(ac.recipe, ("--cnn-finetune-epochs", ac.cnn_finetune_epochs))
+    check_recipe(ac.recipe, ("--cnn-finetune-epochs", ac.cnn_finetune_epochs))
+    if ac.recipe.distill > 0 and (ac.retrain == "scratch" or (ac.retrain == "finetune" and ac.base)):
+        raise FirecutError(f"--distill teaches SNNs converted from a CNN, and --retrain {ac.retrain}"
+                           f"{' with --base' if ac.base else ''} converts none; drop --distill")
 
 
 def check_settings(ac: AblateConfig, out: Path) -> None:

@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from firecut.config import ENERGY_PRESETS, MATCHED, RecipeConfig, energy_mj, flat_defaults, flat_settings
 from firecut.errors import FirecutError
-from firecut.training.recipe import check_preset, check_step_counts, cnn_then_snn, pin_settings
+from firecut.training.recipe import check_preset, check_recipe, cnn_then_snn, pin_settings
 from firecut.io import atomic_write_text
 from firecut.runs import folder_lock
 from firecut.tables import METRICS, mean_pm, seed_stats
@@ -69,7 +69,7 @@ def check_values(bc: BenchmarkConfig) -> None:
     check_preset(bc.recipe.preset)
     if bc.seeds < 1:
         raise FirecutError("--seeds must be >= 1")
-    check_step_counts(bc.recipe)
+    check_recipe(bc.recipe)
 
 
 def check_settings(bc: BenchmarkConfig, out: Path) -> None:

@@ -12,7 +12,7 @@ from firecut.data import DeviceLoader, load_synthetic
 from firecut.errors import FirecutError
 from firecut.training import loop as T
 from firecut.training import steps
-from firecut.training.distill import distill_loss
+from firecut.training.distill import distill_loss, load_teacher
 
 from conftest import assert_user_error, run_cli
 
@@ -54,13 +54,19 @@ def test_a_student_equal_to_its_teacher_has_no_distillation_loss(weight):
     teacher.load_state_dict(student.state_dict())
     cfg = RunConfig()
     cfg.train.amp, cfg.train.distill = False, weight
-    opt = torch.optim.SGD(student.parameters(), lr=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
-    loss = steps.train_epoch(student, _one_batch(), opt, sched, cfg, teacher=teacher)["train_loss"]
+
+    def epoch_loss(with_teacher):
+        opt = torch.optim.SGD(student.parameters(), lr=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+        return steps.train_epoch(student, _one_batch(), opt, sched, cfg,
+                                 teacher=teacher if with_teacher else None)["train_loss"]
+
+    loss = epoch_loss(True)
     if weight == 1.0:
         assert loss == pytest.approx(0.0, abs=1e-6)  # all teacher, and the teacher agrees
     else:
-        assert loss > 1.0  # cross-entropy of an untrained net over 10 classes (about ln 10)
+        assert loss == pytest.approx(epoch_loss(False))  # the plain cross-entropy, about ln 10
+        assert loss > 1.0
 
 
 def _tiny(epochs: int, **train) -> RunConfig:
@@ -72,18 +78,43 @@ def _tiny(epochs: int, **train) -> RunConfig:
     return cfg
 
 
-def test_fit_distills_the_snn_from_the_cnn_it_converts(tmp_path):
+def test_fit_distills_the_snn_from_the_cnn_it_converts_and_resumes_doing_so(tmp_path, monkeypatch):
     T.fit(validate(_tiny(2, lr=0.1)), str(tmp_path / "cnn"))
-    losses, logs = {}, []
-    for weight in (0.0, 0.7):
-        cfg = _tiny(1, lr=0.01, distill=weight)
-        cfg.spiking.enabled, cfg.spiking.init = True, str(tmp_path / "cnn" / "best.pt")
-        out = tmp_path / f"snn-{weight}"
-        s = T.fit(validate(cfg), str(out), log=logs.append)
-        assert s["spiking"] and 0 < s["acc"] <= 1
-        losses[weight] = (out / "metrics.csv").read_text().splitlines()[1].split(",")[1]
+    init = str(tmp_path / "cnn" / "best.pt")
+    teacher = load_teacher(init, 10, 32, torch.device("cpu"), channels_last=False)
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+
+    def snn(weight, epochs=2):
+        cfg = _tiny(epochs, lr=0.01, distill=weight)
+        cfg.spiking.enabled, cfg.spiking.init = True, init
+        return validate(cfg)
+
+    logs = []
+    plain = T.fit(snn(0.0), str(tmp_path / "plain"), log=logs.append)
+    whole = T.fit(snn(0.7), str(tmp_path / "whole"), log=logs.append)
     assert sum("distilling from" in m for m in logs) == 1  # only the run that asked
-    assert losses[0.0] != losses[0.7]  # the same seed and data: the loss is another one
+    assert "distill" not in plain and whole["distill"] == {"weight": 0.7, "temp": 4.0}
+    rows = [(tmp_path / r / "metrics.csv").read_text().splitlines()[1].split(",")[1]
+            for r in ("plain", "whole")]
+    assert rows[0] != rows[1]  # the same seed and data: the loss is another one
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_first(epoch, metrics, probe):
+        raise Stop
+
+    with pytest.raises(Stop):
+        T.fit(snn(0.7), str(tmp_path / "cut"), on_epoch=stop_after_first)
+    logs.clear()
+    resumed = T.fit(snn(0.7), str(tmp_path / "cut"), log=logs.append)
+    assert any("resuming" in m for m in logs) and any("distilling from" in m for m in logs)
+    assert resumed["acc"] == whole["acc"]
+    spiking = str(tmp_path / "whole" / "best.pt")
+    with pytest.raises(FirecutError, match="is a spiking net"):
+        load_teacher(spiking, 10, 32, torch.device("cpu"), channels_last=False)
+    with pytest.raises(FirecutError, match="--init"):
+        load_teacher(init, 100, 32, torch.device("cpu"), channels_last=False)
 
 
 def test_distillation_settings_are_checked():
@@ -101,7 +132,7 @@ def test_distillation_settings_are_checked():
 
 def test_the_recipe_distils_every_converted_snn_from_its_own_cnn(tmp_path):
     from firecut.config import RecipeConfig
-    from firecut.training.recipe import check_step_counts, cnn_then_snn
+    from firecut.training.recipe import check_recipe, cnn_then_snn
 
     cfgs = []
 
@@ -114,6 +145,22 @@ def test_the_recipe_distils_every_converted_snn_from_its_own_cnn(tmp_path):
     assert [c.train.distill for c in cfgs] == [0.0, 0.5]  # the CNN has no teacher
     assert cfgs[1].spiking.init == str(tmp_path / "cnn" / "best.pt")
     with pytest.raises(FirecutError, match="--distill must be in"):
-        check_step_counts(RecipeConfig(distill=1.5))
+        check_recipe(RecipeConfig(distill=1.5))
     assert_user_error(run_cli("benchmark", "--dataset", "synthetic", "--distill", "2"),
                       "--distill must be in")
+
+
+def test_distill_is_refused_where_no_snn_is_converted_from_a_cnn():
+    from firecut.ablate import AblateConfig, check_values
+    from firecut.search.run import SearchConfig, check_values as check_search
+
+    from conftest import experiment
+
+    for kw, needle in (({"retrain": "scratch"}, "--retrain scratch converts none"),
+                       ({"retrain": "finetune", "base": "snn.pt"}, "with --base converts none")):
+        with pytest.raises(FirecutError, match=needle):
+            check_values(experiment(AblateConfig, dataset="synthetic", distill=0.5, **kw))
+    check_values(experiment(AblateConfig, dataset="synthetic", distill=0.5, retrain="recipe"))
+    check_values(experiment(AblateConfig, dataset="synthetic", distill=0.5))  # its base converts
+    with pytest.raises(FirecutError, match="--base gives a trained one"):
+        check_search(experiment(SearchConfig, dataset="synthetic", distill=0.5, base="snn.pt"))

@@ -379,13 +379,13 @@ def test_a_saved_run_is_replayed_and_varied_from_its_config(tmp_path):
 
 def test_the_recipe_carries_the_energy_model_into_every_run():
     from firecut.config import RecipeConfig
-    from firecut.training.recipe import check_step_counts, step_config
+    from firecut.training.recipe import check_recipe, step_config
 
     recipe = RecipeConfig(dataset="synthetic", root="", energy_preset="45nm-int8", e_mac_pj=0.5)
     cfg = step_config(recipe, "snn")
     assert (cfg.energy.preset, cfg.energy.e_ac_pj, cfg.energy.e_mac_pj) == ("45nm-int8", None, 0.5)
     with pytest.raises(FirecutError, match="unknown energy preset '7nm'"):
-        check_step_counts(RecipeConfig(dataset="synthetic", root="", energy_preset="7nm"))
+        check_recipe(RecipeConfig(dataset="synthetic", root="", energy_preset="7nm"))
 
 
 def test_fit_is_silent_and_reports_through_its_hooks(tmp_path, capsys):

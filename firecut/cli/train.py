@@ -35,7 +35,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help=f"Images per training step \\[default: the preset's, else {TRAIN_DEFAULTS.batch_size}]."),
     lr: Optional[float] = typer.Option(None, help=f"Peak learning rate (cosine schedule) \\[default: the preset's, else {TRAIN_DEFAULTS.lr}]."),
     optimizer: Optional[str] = typer.Option(None, help=f"sgd | adamw \\[default: {TRAIN_DEFAULTS.optimizer}]."),
-    distill: Optional[float] = typer.Option(None, help="With --init: the share of the loss taken from the CNN's soft targets (knowledge distillation, temperature train.distill_temp); 0.5 gained 1.0 point on the full CIFAR-10 \\[default: 0, off]."),
+    distill: Optional[float] = typer.Option(None, help="With --init: the share of the loss taken from the CNN's soft targets (knowledge distillation, temperature train.distill_temp; BENCHMARKS.md has what it gained) \\[default: 0, off]."),
     act: Optional[str] = typer.Option(None, help=f"CNN activation: relu | relu6 | silu | hardswish | clipq \\[default: the preset's, else {MODEL_DEFAULTS.act}]."),
     pool: Optional[str] = typer.Option(None, help="SqueezeNet's 3x3/2 pools: max (the paper's) | avg (linear: adds no conversion error, but a weaker CNN). A converted or pruned net keeps its parent's \\[default: max]."),
     beta: Optional[float] = typer.Option(None, help="LIF membrane decay per step \\[default: 1.0 (IF) when converting, 0.9 from scratch]."),

@@ -26,7 +26,7 @@ from firecut.ablate import AblateConfig, check_base, train_base
 from firecut.config import RecipeConfig, flat_settings, settings_diff
 from firecut.errors import FirecutError
 from firecut.pruning.masks import ALL_MASKS, bits_of
-from firecut.training.recipe import check_preset, check_step_counts
+from firecut.training.recipe import check_preset, check_recipe
 from firecut.io import atomic_write_text
 from firecut.pruning.schedules import load_schedules
 from firecut.search.storage import check_url, default_url, open_storage, redact, storage_errors
@@ -94,7 +94,10 @@ def check_values(cfg: SearchConfig) -> None:
         raise FirecutError("--lambda must be >= 0")
     if cfg.max_energy_mj is not None and cfg.max_energy_mj <= 0:
         raise FirecutError("--max-energy-mj must be > 0")
-    check_step_counts(cfg.recipe, ("--population", cfg.population))
+    check_recipe(cfg.recipe, ("--population", cfg.population))
+    if cfg.recipe.distill > 0 and cfg.base:
+        raise FirecutError("--distill teaches the base SNN converted from its CNN, and --base gives a "
+                           "trained one (trials are pruned from it, not converted); drop --distill")
     check_url(cfg.storage or "sqlite:///study.db")
 
 

@@ -170,7 +170,8 @@ def _fit(cfg: RunConfig, out: str, restart: bool, log: Callable[[str], None], on
 
     teacher = None
     if cfg.train.distill > 0:
-        teacher = load_teacher(cfg.spiking.init, device, cfg.train.channels_last)
+        teacher = load_teacher(cfg.spiking.init, data.num_classes, data.image_size, device,
+                               cfg.train.channels_last)
         log(f"distilling from {cfg.spiking.init}: weight {cfg.train.distill}, "
             f"temperature {cfg.train.distill_temp}")
     metrics: dict[str, Any] = {}
@@ -217,6 +218,8 @@ def _fit(cfg: RunConfig, out: str, restart: bool, log: Callable[[str], None], on
     summary.update({"mode": mode, "init": cfg.spiking.init, "best_acc": best_acc,
                     "best_epoch": best_epoch, "train_seconds": round(train_seconds, 1),
                     "seed": cfg.train.seed, "device": str(device)})
+    if cfg.train.distill > 0:  # a distilled SNN is told apart from a plain one
+        summary["distill"] = {"weight": cfg.train.distill, "temp": cfg.train.distill_temp}
     run.write_summary(summary)
     return summary
 

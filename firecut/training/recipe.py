@@ -25,9 +25,10 @@ def check_preset(preset: str | None) -> None:
         raise FirecutError(f"unknown preset '{preset}'; choose one of: {', '.join(PRESETS)}")
 
 
-def check_step_counts(recipe: RecipeConfig, *extra: tuple[str, int | None]) -> None:
-    """--epochs, --finetune-epochs, --timesteps, --batch-size (and `extra` (flag, value) pairs)
-    must be >= 1 where given; the energy preset must exist and overrides be >= 0; --distill in [0, 1]."""
+def check_recipe(recipe: RecipeConfig, *extra: tuple[str, int | None]) -> None:
+    """The recipe's values, before anything trains: --epochs, --finetune-epochs, --timesteps,
+    --batch-size (and `extra` (flag, value) pairs) >= 1 where given; the energy preset exists and
+    overrides are >= 0; --distill in [0, 1]."""
     from firecut.energy import make_energy
 
     make_energy(recipe.energy_preset, recipe.e_ac_pj, recipe.e_mac_pj, recipe.energy_model)

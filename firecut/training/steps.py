@@ -58,7 +58,7 @@ def train_epoch(model, loader, opt, sched, cfg: RunConfig,
         return f"loss {float(loss_sum) / n:.3f}  {n / (time.perf_counter() - t0):.0f} img/s"
 
     for i, (x, y) in enumerate(loader):
-        with train_autocast(device, cfg.train.amp):
+        with train_autocast(device, t.amp):
             logits = model(x)  # (B, K)
             if teacher is None:
                 loss = F.cross_entropy(logits.float(), y, label_smoothing=t.label_smoothing)
