@@ -1,7 +1,8 @@
 """Table 3 from several finished experiments: each way of re-training side by side, with the paper.
 
 A full-scale Table 3 is too long for one session of a 2-core CPU, so its runs sit in several
-output folders: `firecut ablate` folders (OUT/table.json) and `firecut benchmark` folders
+output folders: `firecut ablate` folders (OUT/table.json), `firecut train --init` SNN run
+folders (OUT/summary.json: one more seed of one schedule) and `firecut benchmark` folders
 (OUT/benchmark.json, whose SNN runs are the `recipe` runs of the schedules with their masks:
 squeezenet is Baseline, squeezenet_p is Ref-1). This reads them, matches every SNN run to a
 schedule by its keep mask, keeps one run per (schedule, seed) (the first folder given wins),
@@ -37,8 +38,21 @@ def snn_runs(folder: Path) -> list[dict[str, Any]]:
         return [{**r, "cnn_acc": cnn.get((r["model"], r["seed"]))} for r in runs if r["mode"] == "snn"]
     if (folder / "schedules").is_dir():
         return finished_schedules(folder / "schedules")
-    sys.exit(f"{folder} holds neither an ablation (table.json, or schedules/ while it runs) "
-             "nor a benchmark (benchmark.json)")
+    if (folder / "summary.json").is_file():
+        return single_run(folder)
+    sys.exit(f"{folder} holds neither an ablation (table.json, or schedules/ while it runs), "
+             "a benchmark (benchmark.json) nor a finished `firecut train` SNN run (summary.json)")
+
+
+def single_run(folder: Path) -> list[dict[str, Any]]:
+    """A `firecut train --init CNN` run folder: its SNN, with the CNN's accuracy from the
+    summary.json beside the CNN checkpoint it converted (a seed the ablation did not train)."""
+    run = json.loads((folder / "summary.json").read_text())
+    if not run.get("spiking") or not run.get("init"):
+        sys.exit(f"{folder}: not an SNN converted from a CNN (give the --init run's folder)")
+    cnn = Path(run["init"]).parent / "summary.json"
+    run["cnn_acc"] = json.loads(cnn.read_text())["acc"] if cnn.is_file() else None
+    return [run]
 
 
 def finished_schedules(schedules: Path) -> list[dict[str, Any]]:

@@ -54,3 +54,19 @@ def test_an_ablation_still_running_gives_its_finished_schedules(tmp_path):
     assert rows["Head-1"][9:12] == ["0.8300 (1) ★", "0.8600", "0.0207"]
     assert rows["Head-2"][9] == "–" and rows["Baseline"][9] == "–"
     assert "no table.json yet; 1 finished SNN run" in proc.stderr
+
+
+def test_a_single_train_run_adds_one_seed_of_its_schedule(tmp_path):
+    head1 = ["fire2", "fire3", "fire4", "fire5", "fire9"]
+    (tmp_path / "cnn").mkdir()
+    (tmp_path / "cnn" / "summary.json").write_text(json.dumps(run_row(0.87, 0.1, 1, head1, spiking=False)))
+    (tmp_path / "snn").mkdir()
+    (tmp_path / "snn" / "summary.json").write_text(json.dumps(
+        run_row(0.84, 0.02, 1, head1, spiking=True, init=str(tmp_path / "cnn" / "best.pt"))))
+    out = subprocess.run([sys.executable, str(SCRIPT), f"recipe={tmp_path / 'snn'}"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = {line.split(" | ")[0][2:]: line.rstrip(" |").split(" | ") for line in out.splitlines()[2:]}
+    assert rows["Head-1"][9:12] == ["0.8400 (1) ★", "0.8700", "0.0200"]
+    bad = subprocess.run([sys.executable, str(SCRIPT), f"recipe={tmp_path / 'cnn'}"],
+                         capture_output=True, text=True)
+    assert bad.returncode != 0 and "not an SNN converted from a CNN" in bad.stderr
