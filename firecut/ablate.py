@@ -13,7 +13,9 @@
                           cost (one base CNN for all schedules)
                 scratch   an SNN trained from scratch E epochs (no base, no CNN)
               evaluated on the test split with AC/MAC counted; one run folder each:
-              OUT/schedules/NAME-sSEED (recipe, prune-cnn: its CNN in OUT/schedules/NAME-sSEED-cnn)
+              OUT/schedules/NAME-sSEED (recipe, prune-cnn: its CNN in OUT/schedules/NAME-sSEED-cnn);
+              recipe and scratch train schedules that build the same network (twins: Head-1 and
+              Head-2, ...; pruning.twins) once, and the twin's row is that run's, marked "(= NAME)"
     table     OUT/table.md (Table 3's layout), table.csv, table.json, tradeoff.png
 
 Every step is a resumable run folder, so a killed ablation re-run with the same OUT keeps every
@@ -41,6 +43,7 @@ from firecut.io import atomic_write_text
 from firecut.runs import folder_lock
 from firecut.tables import METRICS, mean_pm, seed_stats
 from firecut.pruning.schedules import FIRE_NAMES, Schedule, load_schedules
+from firecut.pruning.twins import architecture_key
 
 # The paper's Table 3 (acc, energy mJ), drawn as a reference series in tradeoff.png only.
 PAPER_TABLE3 = {"Baseline": (0.75, 0.0355), "Head-1": (0.77, 0.0241), "Head-2": (0.77, 0.0257),
@@ -153,6 +156,14 @@ def run_schedule(ac: AblateConfig, sched: Schedule, seed: int, base: str | None,
     return {"schedule": sched.name, "keep": list(sched.keep), "seed": seed, **summary}
 
 
+def twin_key(ac: AblateConfig, sched: Schedule) -> str:
+    """The network a schedule trains from scratch (recipe: its CNN; scratch: its SNN), names
+    aside: schedules with one key train identically from one seed (pruning.twins)."""
+    cfg = step_config(ac.recipe, "cnn" if ac.retrain == "recipe" else "snn-scratch")
+    cfg.model.keep = list(sched.keep)
+    return architecture_key(cfg.model, cfg.spiking)
+
+
 def cnn_finetune_epochs(ac: AblateConfig) -> int:
     """prune-cnn's CNN epochs per schedule: given, else a sixth of the recipe's CNN epochs."""
     if ac.cnn_finetune_epochs is not None:
@@ -196,13 +207,23 @@ def _run_ablation(ac: AblateConfig, out: Path, schedules: list[Schedule], fit: C
         base = ac.base or train_base(ac, out, fit, log)
         base_cfgs = check_base(ac, base)
     runs: list[dict[str, Any]] = []
+    first: dict[tuple[str, int], dict[str, Any]] = {}  # (architecture, seed) -> its run (twins)
     total = len(schedules) * ac.seeds
     for seed in range(ac.seeds):
         for i, sched in enumerate(schedules):
             n = seed * len(schedules) + i + 1
             note = "  (keeps no Fire module: stem -> classifier)" if not sched.keep else ""
             log(f"schedule {n}/{total}: {sched.name} [{sched.pattern()}] seed {seed}{note}")
+            key = (twin_key(ac, sched), seed) if ac.retrain in ("recipe", "scratch") else None
+            if key in first:
+                twin = first[key]
+                log(f"  the same network as {twin['schedule']} (pruning.twins): its run stands for this one")
+                runs.append({**twin, "schedule": sched.name, "keep": list(sched.keep),
+                             "twin_of": twin["schedule"]})
+                continue
             runs.append(run_schedule(ac, sched, seed, base, base_cfgs, out, fit))
+            if key is not None:
+                first[key] = runs[-1]
     rows = aggregate(runs, schedules)
     write_tables(rows, runs, out)
     plot_tradeoff(rows, out / "tradeoff.png")
@@ -220,7 +241,8 @@ def aggregate(runs: list[dict[str, Any]], schedules: list[Schedule]) -> list[dic
         mine = [r for r in runs if r["schedule"] == sched.name]
         row: dict[str, Any] = {"schedule": sched.name, "keep": list(sched.keep),
                                "params": mine[0]["params"], "epochs": mine[0]["epochs"],
-                               "timesteps": mine[0]["timesteps"], "seeds": len(mine)}
+                               "timesteps": mine[0]["timesteps"], "seeds": len(mine),
+                               "twin_of": mine[0].get("twin_of")}
         int8 = [{"energy_int8_mj": energy_mj(r["ac"], r["mac"], *ENERGY_PRESETS[MATCHED])} for r in mine]
         rows.append({**row, **seed_stats(mine), **seed_stats(int8, ("energy_int8_mj",))})
     front = set(pareto_front([(r["energy_mj"], r["acc"]) for r in rows]))  # on the means
@@ -235,7 +257,8 @@ def table_markdown(rows: list[dict[str, Any]]) -> str:
     lines = [head, "|" + "---|" * (len(FIRE_NAMES) + 6)]
     for r in rows:
         marks = " | ".join("✓" if m in r["keep"] else "–" for m in FIRE_NAMES)
-        lines.append(f"| {r['schedule']} | {marks} | {mean_pm(r, 'acc', '.4f')} | {r['params']:,} | "
+        name = r["schedule"] + (f" (= {r['twin_of']})" if r.get("twin_of") else "")
+        lines.append(f"| {name} | {marks} | {mean_pm(r, 'acc', '.4f')} | {r['params']:,} | "
                      f"{mean_pm(r, 'energy_mj', '.5f')} | {mean_pm(r, 'energy_int8_mj', '.6f')} | "
                      f"{'★' if r.get('pareto') else ''} |")
     return "\n".join(lines) + "\n"

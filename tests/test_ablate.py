@@ -253,3 +253,51 @@ def test_impossible_settings_are_refused_before_out_is_touched(tmp_path, over, m
     with pytest.raises(FirecutError, match=msg):
         A.run_ablation(small(tmp_path, **over), tmp_path / "o", fit=quiet_fit, log=lambda m: None)
     assert not (tmp_path / "o").exists()
+
+
+TWINS = """\
+- name: Head-1
+  keep: [fire2, fire3, fire4, fire5, fire9]
+- name: Head-2
+  keep: [fire2, fire3, fire4, fire5, fire8]
+- name: Ref-1
+  keep: [fire4, fire6, fire8, fire9]
+"""
+
+
+def test_twin_schedules_build_one_network_and_train_bit_identically(tmp_path):
+    from firecut.config import ModelConfig, SpikingConfig
+    from firecut.pruning.schedules import load_schedules
+    from firecut.pruning.twins import architecture_key
+
+    keys = {s.name: architecture_key(ModelConfig(act="clipq", keep=list(s.keep), width=0.25),
+                                     SpikingConfig())
+            for s in load_schedules("paper.yaml")}
+    groups = sorted(sorted(n for n in keys if keys[n] == k) for k in set(keys.values()))
+    assert groups == [["Alt-1", "Alt-2"], ["Baseline"], ["Head-1", "Head-2"], ["Ref-1"], ["Ref-2"],
+                      ["Tail-1", "Tail-2"]]
+    # the premise of reusing a twin's run: trained apart from one seed, the twins end identical
+    (tmp_path / "t.yaml").write_text(TWINS)
+    ac = small(tmp_path, retrain="scratch", schedules=str(tmp_path / "t.yaml"))
+    alone = [A.run_schedule(ac, s, 0, None, None, tmp_path / "apart", quiet_fit)
+             for s in load_schedules(str(tmp_path / "t.yaml"))[:2]]
+    assert alone[0]["acc"] == alone[1]["acc"] and alone[0]["ac"] == alone[1]["ac"]
+    assert alone[0]["keep"] != alone[1]["keep"]
+
+
+@pytest.mark.parametrize("retrain, twins_trained", [("recipe", False), ("finetune", True)])
+def test_the_ablation_trains_a_twin_once_where_it_trains_from_scratch(tmp_path, retrain, twins_trained):
+    (tmp_path / "t.yaml").write_text(TWINS)
+    trained, logs = [], []
+    rows = A.run_ablation(small(tmp_path, retrain=retrain, schedules=str(tmp_path / "t.yaml")),
+                          tmp_path / "r", fit=counting(trained), log=logs.append)
+    assert ("Head-2-s0" in trained) == twins_trained  # pruned from a base, twins inherit apart
+    head1, head2 = rows[0], rows[1]
+    if twins_trained:
+        assert head2.get("twin_of") is None
+    else:
+        assert "Head-2-s0-cnn" not in trained and "Ref-1-s0" in trained
+        assert head2["twin_of"] == "Head-1" and head2["acc"] == head1["acc"]
+        assert head2["keep"] == ["fire2", "fire3", "fire4", "fire5", "fire8"]
+        assert any("the same network as Head-1" in m for m in logs)
+        assert "| Head-2 (= Head-1) | ✓ | ✓ | ✓ | ✓ | – | – | ✓ | – |" in (tmp_path / "r" / "table.md").read_text()
