@@ -50,9 +50,14 @@ def single_run(folder: Path) -> list[dict[str, Any]]:
     run = json.loads((folder / "summary.json").read_text())
     if not run.get("spiking") or not run.get("init"):
         sys.exit(f"{folder}: not an SNN converted from a CNN (give the --init run's folder)")
-    cnn = Path(run["init"]).parent / "summary.json"
-    run["cnn_acc"] = json.loads(cnn.read_text())["acc"] if cnn.is_file() else None
+    run["cnn_acc"] = accuracy_in(Path(run["init"]).parent)
     return [run]
+
+
+def accuracy_in(run_folder: Path) -> float | None:
+    """The test accuracy of a finished run folder (its summary.json), None if there is none."""
+    summary = run_folder / "summary.json"
+    return json.loads(summary.read_text())["acc"] if summary.is_file() else None
 
 
 def finished_schedules(schedules: Path) -> list[dict[str, Any]]:
@@ -63,8 +68,7 @@ def finished_schedules(schedules: Path) -> list[dict[str, Any]]:
         run = json.loads(summary.read_text())
         if not run.get("spiking"):
             continue  # a recipe schedule's CNN: read below, beside its SNN
-        cnn = summary.parent.with_name(summary.parent.name + "-cnn") / "summary.json"
-        run["cnn_acc"] = json.loads(cnn.read_text())["acc"] if cnn.is_file() else None
+        run["cnn_acc"] = accuracy_in(summary.parent.with_name(summary.parent.name + "-cnn"))
         runs.append(run)
     print(f"{schedules.parent}: no table.json yet; {len(runs)} finished SNN run(s) read from "
           f"{schedules}", file=sys.stderr)
