@@ -7,8 +7,8 @@ folders (OUT/summary.json: one more seed of one schedule) and `firecut benchmark
 squeezenet is Baseline, squeezenet_p is Ref-1). This reads them, matches every SNN run to a
 schedule by its keep mask, keeps one run per (schedule, seed) (the first folder given wins),
 and prints one markdown table: per way of re-training, SNN accuracy (mean ± std over seeds,
-with the seed count), energy per image and ★ on that way's accuracy-energy Pareto front; then
-the paper's Table 3 row. A schedule with no run yet shows "–"; an ablation still running (no
+with the seed count), energy per image and ★ on that way's accuracy-energy Pareto front, and
+"(= NAME)" where an ablation trained the schedule's twin for it; then the paper's Table 3 row. A schedule with no run yet shows "–"; an ablation still running (no
 table.json yet) gives the schedules it has finished.
 
     python benchmarks/table3_full.py finetune=runs/ablate-finetune-full,runs/ablate-finetune-pair \
@@ -107,7 +107,8 @@ def markdown(modes: dict[str, dict[str, dict[str, Any]]], schedules: list[Schedu
                 cells += ["–", "–", "–"]
                 continue
             star = " ★" if r["pareto"] else ""
-            cells += [f"{mean_pm(r, 'acc', '.4f')} ({r['seeds']}){star}",
+            twin = f" (= {r['twin_of']})" if r.get("twin_of") else ""  # trained once (pruning.twins)
+            cells += [f"{mean_pm(r, 'acc', '.4f')} ({r['seeds']}){star}{twin}",
                       "–" if r["cnn_acc"] is None else f"{r['cnn_acc']:.4f}", f"{r['energy_mj']:.4f}"]
         acc, mj = PAPER_TABLE3.get(s.name, (None, None))
         cells += ["–", "–"] if acc is None else [f"{acc:.2f}", f"{mj:.4f}"]

@@ -2,7 +2,7 @@
 
     DIR/config.yaml    the full RunConfig (re-running with other settings is refused)
     DIR/command.txt    the command line
-    DIR/env.json       python, torch, device, firecut version
+    DIR/env.json       python, torch, device, firecut version, and its git commit when it runs from one
     DIR/metrics.csv    one row per finished epoch
     DIR/last.pt        written atomically after every epoch (resume point)
     DIR/best.pt        the epoch with the best test accuracy
@@ -159,4 +159,23 @@ def environment() -> dict[str, Any]:
            "cpu_count": os.cpu_count(), "cuda": torch.cuda.is_available()}
     if torch.cuda.is_available():
         env["gpu"] = torch.cuda.get_device_name(0)
+    env.update(source_commit(Path(firecut.__file__).resolve().parent.parent))
     return env
+
+
+def source_commit(root: Path) -> dict[str, Any]:
+    """The git commit firecut runs from, {"commit": sha, "dirty": bool} (dirty: tracked files
+    changed since it), or {} where it is not a git checkout (an installed wheel) or git is absent."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True,
+                              check=True, timeout=10).stdout.strip()
+
+    try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != root:
+            return {}  # firecut sits inside some other repository, not its own checkout
+        return {"commit": git("rev-parse", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {}

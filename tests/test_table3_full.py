@@ -28,7 +28,8 @@ def test_runs_from_a_benchmark_and_an_ablation_merge_by_mask_and_seed(tmp_path):
     (abl / "table.json").write_text(json.dumps({"runs": [
         run_row(0.70, 0.020, 0, FIRE_NAMES, schedule="Baseline"),  # seed 0 again: the benchmark's wins
         run_row(0.78, 0.021, 1, FIRE_NAMES, schedule="Baseline", cnn_acc=0.85),
-        run_row(0.75, 0.016, 0, ["fire3", "fire5", "fire7", "fire9"], schedule="Alt-2")]}))
+        run_row(0.75, 0.016, 0, ["fire3", "fire5", "fire7", "fire9"], schedule="Alt-2"),
+        run_row(0.74, 0.017, 0, ["fire2", "fire4", "fire6", "fire8"], schedule="Alt-1", twin_of="Alt-2")]}))
     out = subprocess.run([sys.executable, str(SCRIPT), f"recipe={bench},{abl}"], capture_output=True,
                          text=True, check=True).stdout
     rows = {line.split(" | ")[0][2:]: line.rstrip(" |").split(" | ") for line in out.splitlines()[2:]}
@@ -36,6 +37,7 @@ def test_runs_from_a_benchmark_and_an_ablation_merge_by_mask_and_seed(tmp_path):
     assert rows["Baseline"][10] == "0.8550"  # the benchmark's CNN for seed 0, the ablation's for 1
     assert rows["Ref-1"][9] == "0.8100 (1) ★" and rows["Ref-1"][12:14] == ["0.81", "0.0295"]
     assert rows["Alt-2"][9] == "0.7500 (1)"  # dominated by Ref-1: cheaper and more accurate
+    assert rows["Alt-1"][9] == "0.7400 (1) (= Alt-2)"  # a twin's row says whose run it is
     assert rows["Head-1"][9:12] == ["–", "–", "–"]  # not run yet
 
 
