@@ -8,8 +8,9 @@ squeezenet is Baseline, squeezenet_p is Ref-1). This reads them, matches every S
 schedule by its keep mask, keeps one run per (schedule, seed) (the first folder given wins),
 and prints one markdown table: per way of re-training, SNN accuracy (mean ± std over seeds,
 with the seed count), energy per image and ★ on that way's accuracy-energy Pareto front, and
-"(= NAME)" where an ablation trained the schedule's twin for it; then the paper's Table 3 row. A schedule with no run yet shows "–"; an ablation still running (no
-table.json yet) gives the schedules it has finished.
+"(= NAME)" where an ablation trained the schedule's twin for it; then the paper's Table 3 row.
+A schedule with no run yet shows "–"; an ablation still running (no table.json yet) gives the
+schedules it has finished.
 
     python benchmarks/table3_full.py finetune=runs/ablate-finetune-full,runs/ablate-finetune-pair \
         recipe=runs/bench-full,runs/ablate-recipe-rest [--schedules paper.yaml]
