@@ -2,6 +2,7 @@
 BENCHMARKS.md or docs/ names a command that exists and only options it has (a renamed or
 removed flag must not survive in a command a user will paste)."""
 
+import functools
 import shlex
 from pathlib import Path
 
@@ -28,14 +29,20 @@ def doc_commands(text: str) -> list[str]:
     return out
 
 
-def problem(line: str) -> str | None:
-    """None where `line` parses as a firecut command, else what is wrong with it."""
+@functools.cache
+def cli():
+    """The CLI's command tree, built once for every line checked."""
     import typer
 
     from firecut.cli import app
 
+    return typer.main.get_command(app)
+
+
+def problem(line: str) -> str | None:
+    """None where `line` parses as a firecut command, else what is wrong with it."""
     tokens = shlex.split(line.split(" #")[0])[1:]
-    cmd = typer.main.get_command(app)
+    cmd = cli()
     while hasattr(cmd, "commands"):
         name = tokens.pop(0) if tokens else "(none)"
         if name not in cmd.commands:
