@@ -462,10 +462,12 @@ def test_export_and_predict_end_to_end_on_real_cifar10(tmp_path, capsys):
         assert all(1 >= float(l[2]) >= float(l[4]) >= 0 for l in lines)
         if kind == "pt":  # the same network: the same predictions
             assert verdict == "exact" and agree == 100.0 and got == source
-        else:  # folded: what the file computes, equal to the source up to the flips the check counted
+        else:  # folded: what the file computes; the source's classes up to rounding flips
             assert got == A.open_artifact(path, trust_torchscript=True).run(x.numpy()).argmax(1).tolist()
-            if verdict == "exact":
-                assert got == source
+            # The check's verdict covers its own 50 class-balanced images, not these 16, and a batch
+            # of another size rounds differently: a spike flipped by the last bit may move a class
+            # here (CI saw 1 of 16 on an Intel CPU). A broken fold agrees on ~1 in 10.
+            assert sum(g == s for g, s in zip(got, source)) >= n - 2, (got, source)
     # a max-pool net with subtract reset and a half-full membrane: NIR holds none of the three
     assert_user_error(cli("export", ckpt_path, "--format", "nir", capsys=capsys), "cannot export",
                       "max-pooling", "reset to zero", "initial membrane")
