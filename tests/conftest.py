@@ -22,9 +22,97 @@ def shared_file(name: str) -> Path:
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    """`python -m firecut ARGS` as a user runs it: exit code, stdout and stderr."""
-    return subprocess.run([sys.executable, "-m", "firecut", *map(str, args)], cwd=cwd or REPO,
-                          capture_output=True, text=True, timeout=timeout, env=cli_env())
+    """`python -m firecut ARGS` as a user runs it: exit code, stdout and stderr, from a process of
+    its own (forked from a zygote that has imported torch once, see _Zygote)."""
+    return _zygote().run([str(a) for a in args], cwd=cwd or REPO, env=cli_env(), timeout=timeout)
+
+
+# `import torch` costs 2-4 s on the 2-core CI machine, the first optimizer another 2 (torch.optim
+# imports torch._dynamo), and the suite starts ~60 CLI processes. The zygote is one interpreter that
+# imports torch, torch._dynamo and numpy (nothing of firecut's, and runs no op, so it holds no
+# thread pool) and forks a child per call. The child is a fresh process in every way a
+# test can see: its own pid, argv, cwd, environment, stdin (/dev/null), stdout and stderr (files),
+# exit code and signals; it imports firecut itself and runs `python -m firecut` via runpy, then
+# Python's own shutdown steps (non-daemon threads joined, atexit handlers) before it exits.
+_ZYGOTE = r"""
+import atexit, json, os, runpy, sys, threading, traceback
+import numpy, torch, torch._dynamo  # the shared cost, paid once (torch.optim imports _dynamo: 2 s)
+for line in sys.stdin:
+    argv, cwd, env, out, err = json.loads(line)
+    pid = os.fork()
+    if pid == 0:
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        for fd, path, mode in ((0, os.devnull, os.O_RDONLY), (1, out, os.O_WRONLY), (2, err, os.O_WRONLY)):
+            f = os.open(path, mode)
+            os.dup2(f, fd)
+            os.close(f)
+        sys.stdin = open(0, closefd=False)
+        enc = sys.stdout.encoding  # what a piped python would pick: the locale's
+        sys.stdout = open(1, "w", encoding=enc, buffering=1, closefd=False)
+        sys.stderr = open(2, "w", encoding=enc, errors="backslashreplace", buffering=1, closefd=False)
+        sys.argv, sys.path[0] = ["-m", *argv], cwd
+        code = 0
+        try:
+            runpy.run_module("firecut", run_name="__main__", alter_sys=True)
+        except SystemExit as e:
+            if e.code is None or isinstance(e.code, int):
+                code = e.code or 0
+            else:
+                print(e.code, file=sys.stderr)
+                code = 1
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        try:
+            threading._shutdown()
+            atexit._run_exitfuncs()
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+    print(pid, flush=True)
+    print(os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), flush=True)
+"""
+
+
+class _Zygote:
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, cwd=REPO, env=cli_env())
+
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+        import json
+        import select
+        import signal
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
+            out.touch()
+            err.touch()
+            self.proc.stdin.write(json.dumps([argv, str(cwd), env, str(out), str(err)]) + "\n")
+            self.proc.stdin.flush()
+            pid = int(self.proc.stdout.readline())
+            if not select.select([self.proc.stdout], [], [], timeout)[0]:
+                os.kill(pid, signal.SIGKILL)
+                self.proc.stdout.readline()
+                raise subprocess.TimeoutExpired(["firecut", *argv], timeout,
+                                                out.read_text(errors="replace"), err.read_text(errors="replace"))
+            code = int(self.proc.stdout.readline())
+            return subprocess.CompletedProcess(["firecut", *argv], code, out.read_text(errors="replace"),
+                                               err.read_text(errors="replace"))
+
+
+_ZYGOTES: list[_Zygote] = []
+
+
+def _zygote() -> _Zygote:
+    """One per test session, started on first use (a test that runs no command pays nothing)."""
+    if not _ZYGOTES or _ZYGOTES[0].proc.poll() is not None:
+        _ZYGOTES[:] = [_Zygote()]
+    return _ZYGOTES[0]
 
 
 def cli_env() -> dict[str, str]:
