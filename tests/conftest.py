@@ -82,7 +82,8 @@ class _Zygote:
         self.proc = subprocess.Popen([sys.executable, "-c", _ZYGOTE], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, cwd=REPO, env=cli_env())
 
-    def run(self, argv: list[str], cwd: Path, env: dict[str, str], timeout: float) -> subprocess.CompletedProcess:
+    def run(self, argv: list[str], cwd: Path, env: dict[str, str],
+            timeout: float) -> subprocess.CompletedProcess:
         import json
         import select
         import signal
@@ -95,14 +96,14 @@ class _Zygote:
             self.proc.stdin.write(json.dumps([argv, str(cwd), env, str(out), str(err)]) + "\n")
             self.proc.stdin.flush()
             pid = int(self.proc.stdout.readline())
-            if not select.select([self.proc.stdout], [], [], timeout)[0]:
+            timed_out = not select.select([self.proc.stdout], [], [], timeout)[0]
+            if timed_out:
                 os.kill(pid, signal.SIGKILL)
-                self.proc.stdout.readline()
-                raise subprocess.TimeoutExpired(["firecut", *argv], timeout,
-                                                out.read_text(errors="replace"), err.read_text(errors="replace"))
             code = int(self.proc.stdout.readline())
-            return subprocess.CompletedProcess(["firecut", *argv], code, out.read_text(errors="replace"),
-                                               err.read_text(errors="replace"))
+            stdout, stderr = out.read_text(errors="replace"), err.read_text(errors="replace")
+        if timed_out:
+            raise subprocess.TimeoutExpired(["firecut", *argv], timeout, stdout, stderr)
+        return subprocess.CompletedProcess(["firecut", *argv], code, stdout, stderr)
 
 
 _ZYGOTES: list[_Zygote] = []
