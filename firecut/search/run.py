@@ -1,4 +1,15 @@
-"""Mask search: which Fire modules to keep, found with Optuna over all 2^8 = 256 keep masks.
+"""The search: which Fire modules to keep, over all 2^8 = 256 keep masks, in one of two modes
+(`--retrain`, as in the ablation):
+
+    recipe     (default) every mask trained as its own network through the recipe: the 256 masks
+               build 80 distinct networks, all ranked by successive halving (search/ladder.py).
+               The default because it is where pruning helps at full scale: by the recipe Alt-1
+               and Head-1 beat the unpruned net by 2.5-2.8 points, cut from it and fine-tuned
+               every schedule falls below it (BENCHMARKS.md, Table 3)
+    finetune   masks pruned from a trained base SNN and fine-tuned, searched by Optuna's samplers
+               (below): minutes per mask instead of a recipe, but it ranks inherited weights
+
+finetune, in full:
 
     trial      one mask (fire2..fire9 kept = 1 / dropped = 0), pruned from the base SNN (every
                fitting tensor inherited) and fine-tuned exactly like an ablation schedule, in its
@@ -35,7 +46,11 @@ from firecut.search.storage import check_url, default_url, open_storage, redact,
 @dataclass
 class SearchConfig:
     recipe: RecipeConfig = field(default_factory=RecipeConfig)
-    trials: int = 50  # masks trained in the study, all workers together
+    trials: int | None = None  # recipe: networks at rung 0 [all]; finetune: masks, all workers [50]
+    retrain: str = "recipe"  # recipe | finetune (MODES)
+    rungs: int = 3  # recipe: successive-halving rungs, the last the full recipe
+    eta: int = 3  # recipe: each rung keeps 1/eta of the one below, at eta times its epochs
+    confirm: int = 3  # recipe: the last rung's most accurate networks trained again with seed + 1
     objective: str = "pareto"  # see OBJECTIVES
     lam: float = 0.2  # scalar: accuracy given up per unit of relative energy
     max_energy_mj: float | None = None  # best.pt: the most accurate mask at or under this energy
@@ -80,14 +95,22 @@ OBJECTIVES: dict[str, Objective] = {
 }
 
 
+MODES = ("recipe", "finetune")
+FINETUNE_TRIALS = 50  # finetune's --trials when none is given
+
+
 def check_values(cfg: SearchConfig) -> None:
     """Refuses impossible settings before anything is written or trained."""
+    if cfg.retrain not in MODES:
+        raise FirecutError(f"unknown --retrain '{cfg.retrain}'; choose one of: {', '.join(MODES)}")
     if cfg.objective not in OBJECTIVES:
         raise FirecutError(f"unknown --objective '{cfg.objective}'; choose one of: {', '.join(OBJECTIVES)}")
     check_preset(cfg.recipe.preset)
-    if cfg.trials < 1:
+    if cfg.trials is not None and cfg.trials < 1:
         raise FirecutError(f"--trials must be >= 1 (got {cfg.trials})")
-    if cfg.trials > len(ALL_MASKS):
+    if cfg.retrain == "recipe":
+        check_ladder(cfg)
+    elif (cfg.trials or FINETUNE_TRIALS) > len(ALL_MASKS):
         raise FirecutError(f"--trials {cfg.trials}: only {len(ALL_MASKS)} keep masks exist; "
                            f"use --trials {len(ALL_MASKS)} to try them all")
     if cfg.lam < 0:
@@ -95,10 +118,23 @@ def check_values(cfg: SearchConfig) -> None:
     if cfg.max_energy_mj is not None and cfg.max_energy_mj <= 0:
         raise FirecutError("--max-energy-mj must be > 0")
     check_recipe(cfg.recipe, ("--population", cfg.population))
-    if cfg.recipe.distill > 0 and cfg.base:
+    if cfg.recipe.distill > 0 and cfg.base and cfg.retrain == "finetune":
         raise FirecutError("--distill teaches the base SNN converted from its CNN, and --base gives a "
                            "trained one (trials are pruned from it, not converted); drop --distill")
     check_url(cfg.storage or "sqlite:///study.db")
+
+
+def check_ladder(cfg: SearchConfig) -> None:
+    """recipe mode: no base, the Pareto objective, at least one rung, eta >= 2."""
+    if cfg.base:
+        raise FirecutError("--base is where --retrain finetune prunes from; --retrain recipe (the default) "
+                           "trains every network from scratch: add --retrain finetune, or drop --base")
+    if cfg.objective != "pareto":
+        raise FirecutError(f"--objective {cfg.objective} is for --retrain finetune; --retrain recipe "
+                           "promotes networks on the accuracy-energy front")
+    for flag, v, least in (("--rungs", cfg.rungs, 1), ("--eta", cfg.eta, 2), ("--confirm", cfg.confirm, 0)):
+        if v < least:
+            raise FirecutError(f"{flag} must be >= {least} (got {v})")
 
 
 def _ablate_config(cfg: SearchConfig) -> AblateConfig:
@@ -113,9 +149,13 @@ def signature(cfg: SearchConfig, base: str | None) -> dict[str, Any]:
     keep = ("preset", "epochs", "finetune_epochs", "timesteps", "batch_size", "train_subset",
             "test_subset", "width", "objective", "seed")
     sig = {k: v for k, v in flat_settings(cfg).items() if k in keep}
+    r = cfg.recipe
     if cfg.objective == "scalar":
         sig["lam"] = cfg.lam
-    r = cfg.recipe
+    if cfg.retrain == "recipe":  # finetune studies predate the modes and lack these keys
+        sig.update(retrain="recipe", rungs=cfg.rungs, eta=cfg.eta, confirm=cfg.confirm, trials=cfg.trials)
+    if r.distill > 0:
+        sig["distill"] = r.distill
     if (r.energy_preset, r.e_ac_pj, r.e_mac_pj) != ("45nm-fp32", None, None):  # older studies lack it
         sig["energy"] = [r.energy_preset, r.e_ac_pj, r.e_mac_pj]
     if r.energy_model != "paper":
@@ -248,10 +288,9 @@ def base_energy(cfg: SearchConfig, study, url: str, base: str, out: Path,
 
 def run_search(cfg: SearchConfig, out: str | Path, fit: Callable | None = None,
                log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Runs (or joins, or resumes) the study until it holds cfg.trials trained masks; writes the
-    reports and best.pt; returns the report (rows, front, best, reason)."""
-    from firecut.search.report import write_reports
-    from firecut.search.workers import Worker
+    """Runs (or joins, or resumes) the study: recipe mode until every rung is complete, finetune
+    until it holds cfg.trials trained masks; writes the reports and best.pt; returns the report
+    (rows, front, best, reason)."""
     from firecut.training.loop import fit as default_fit
 
     fit = fit or default_fit
@@ -261,6 +300,35 @@ def run_search(cfg: SearchConfig, out: str | Path, fit: Callable | None = None,
     out.mkdir(parents=True, exist_ok=True)
     storage = open_storage(url)
     check_before_training(cfg, storage, url)
+    return (search_networks if cfg.retrain == "recipe" else search_masks)(cfg, out, url, storage, fit, log)
+
+
+def search_networks(cfg: SearchConfig, out: Path, url: str, storage: Any, fit: Callable,
+                    log: Callable[[str], None]) -> dict[str, Any]:
+    """recipe mode: the ladder over every distinct network (search/ladder.py)."""
+    from firecut.search.ladder import LadderWorker, ladder_of
+    from firecut.search.ladder_report import write_ladder_reports
+
+    networks, rungs = ladder_of(cfg)
+    study = open_study(cfg, storage, url, signature(cfg, None))
+    log(f"study '{cfg.study}' in {redact(url)}: {len(networks)} distinct networks; "
+        + "; ".join(r.label() for r in rungs))
+    worker = LadderWorker(cfg, study, url, out, rungs, networks, fit, log)
+    worker.run()
+    report = write_ladder_reports(cfg, worker.read(), url, out)
+    report["trained_here"] = worker.trained
+    return report
+
+
+def search_masks(cfg: SearchConfig, out: Path, url: str, storage: Any, fit: Callable,
+                 log: Callable[[str], None]) -> dict[str, Any]:
+    """finetune mode: masks pruned from the base, sampled by Optuna (search/workers.py)."""
+    from dataclasses import replace
+
+    cfg = replace(cfg, trials=cfg.trials or FINETUNE_TRIALS)
+    from firecut.search.report import write_reports
+    from firecut.search.workers import Worker
+
     base, base_cfgs = prepare_base(cfg, out, fit, log)
     study = open_study(cfg, storage, url, signature(cfg, base))
     with _file_lock(out / ".seed.lock"), storage_errors(url):

@@ -59,6 +59,35 @@ def pid_namespace() -> str | None:
         return None
 
 
+def beat_period(stale_s: float) -> float:
+    """How often a training worker bumps its heartbeat: a quarter of the time after which a
+    reader judges it dead (between 0.5 and 30 s)."""
+    return max(0.5, min(30.0, stale_s / 4))
+
+
+@contextmanager
+def heartbeat(storage: Any, trial_id: int, period: float) -> Iterator[None]:
+    """Bumps the trial's `heartbeat` counter every `period` seconds while the body runs."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        n = 0
+        while not stop.wait(period):
+            n += 1
+            try:
+                storage.set_trial_user_attr(trial_id, "heartbeat", n)
+            except Exception:
+                pass  # a storage hiccup: the next beat retries
+
+    thread = threading.Thread(target=beat, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
 class Watch:
     """A reader's own record of each running trial's heartbeat, on its monotonic clock: a
     heartbeat is a counter its worker bumps, never compared with the reader's wall clock, so
@@ -313,30 +342,10 @@ class Worker:
             self.enqueue(nxt, {"source": f"near:{bits}"})
 
     def beat_period(self) -> float:
-        return max(0.5, min(30.0, self.cfg.stale_s / 4))
+        return beat_period(self.cfg.stale_s)
 
-    @contextmanager
-    def heartbeat(self, trial_id: int) -> Iterator[None]:
-        """Bumps the trial's `heartbeat` counter every beat_period() seconds while it trains."""
-        stop = threading.Event()
-        period = self.beat_period()
-
-        def beat() -> None:
-            n = 0
-            while not stop.wait(period):
-                n += 1
-                try:
-                    self.study._storage.set_trial_user_attr(trial_id, "heartbeat", n)
-                except Exception:
-                    pass  # a storage hiccup: the next beat retries
-
-        thread = threading.Thread(target=beat, daemon=True)
-        thread.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            thread.join()
+    def heartbeat(self, trial_id: int):
+        return heartbeat(self.study._storage, trial_id, self.beat_period())
 
     def train(self, trial, bits: str) -> dict[str, Any]:
         fit = self.fit
