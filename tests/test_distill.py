@@ -163,4 +163,6 @@ def test_distill_is_refused_where_no_snn_is_converted_from_a_cnn():
     check_values(experiment(AblateConfig, dataset="synthetic", distill=0.5, retrain="recipe"))
     check_values(experiment(AblateConfig, dataset="synthetic", distill=0.5))  # its base converts
     with pytest.raises(FirecutError, match="--base gives a trained one"):
-        check_search(experiment(SearchConfig, dataset="synthetic", distill=0.5, base="snn.pt"))
+        check_search(experiment(SearchConfig, dataset="synthetic", distill=0.5, base="snn.pt",
+                                retrain="finetune"))
+    check_search(experiment(SearchConfig, dataset="synthetic", distill=0.5))  # recipe: each net converts

@@ -58,8 +58,9 @@ class StubFit:
 
 
 def cfg_for(base, **kw) -> S.SearchConfig:
-    d = dict(dataset="synthetic", root="", trials=6, base=base, epochs=1, finetune_epochs=1,
-             batch_size=64, width=0.25, device="cpu", timesteps=2, saliency_masks=0, settle_s=0.01)
+    d = dict(dataset="synthetic", root="", retrain="finetune", trials=6, base=base, epochs=1,
+             finetune_epochs=1, batch_size=64, width=0.25, device="cpu", timesteps=2, saliency_masks=0,
+             settle_s=0.01)
     return experiment(S.SearchConfig, **{**d, **kw})
 
 
@@ -272,7 +273,8 @@ def test_a_study_with_other_settings_is_refused(tmp_path, base):
 
 
 def test_search_cli_bad_storage_and_unreachable_database(tmp_path, base):
-    args = ["search", "--dataset", "synthetic", "--base", base, "--width", 0.25, "--timesteps", 2,
+    args = ["search", "--dataset", "synthetic", "--retrain", "finetune", "--base", base, "--width", 0.25,
+            "--timesteps", 2,
             "--finetune-epochs", 1, "--saliency-masks", 0, "--out", tmp_path / "o"]
     assert_user_error(run_cli(*args, "--storage", "mongodb://x/y"), "unknown storage scheme 'mongodb'",
                       "postgresql://")
@@ -308,10 +310,11 @@ def test_what_can_fail_fails_before_the_base_trains(tmp_path, problem, over, msg
         S.run_search(cfg_for(None, **over), out, fit=FitThatMustNotRun(), log=lambda m: None)
 
 
-def test_search_cli_on_real_cifar10(tmp_path):
+def test_finetune_search_cli_on_real_cifar10(tmp_path):
     data = shared_file("cifar10-sub.npz")
     out = tmp_path / "search"
-    args = ["search", "--dataset", data, "--trials", 3, "--train-subset", 300, "--test-subset", 100,
+    args = ["search", "--retrain", "finetune", "--dataset", data, "--trials", 3, "--train-subset", 300,
+            "--test-subset", 100,
             "--epochs", 1, "--finetune-epochs", 1, "--batch-size", 50, "--saliency-masks", 0,
             "--settle-s", 0.05, "--out", out]
     proc = run_cli(*args)

@@ -1,4 +1,5 @@
-"""Two `firecut search` worker processes on one study: a real PostgreSQL server, and a journal file.
+"""Two `firecut search` worker processes on one study: a real PostgreSQL server, and a journal file
+(finetune mode: masks sampled by Optuna; recipe mode: the ladder, and a kill -9 of one worker).
 
 Each test starts both workers at once on tiny settings and checks that the study ends with exactly
 the requested number of trained masks, that no mask was trained twice, and that both workers
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from firecut.ablate import AblateConfig, train_base
 
@@ -85,7 +87,8 @@ def base(tmp_path_factory):
 
 def _two_workers(base, storage: str, outs) -> list[tuple[int, subprocess.CompletedProcess]]:
     """Both workers started at once; (pid, result) of each."""
-    args = ["search", "--dataset", "synthetic", "--trials", TRIALS, "--base", base, "--storage", storage,
+    args = ["search", "--retrain", "finetune", "--dataset", "synthetic", "--trials", TRIALS, "--base", base,
+            "--storage", storage,
             "--width", 0.25, "--timesteps", 2, "--finetune-epochs", 1, "--batch-size", 64,
             "--saliency-masks", 0, "--settle-s", 0.3, "--device", "cpu"]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -134,4 +137,99 @@ def test_two_workers_share_a_journal_file(base, tmp_path):
     procs = _two_workers(base, storage, [tmp_path / "w", tmp_path / "w"])  # one OUT, shared
     masks = _check_study(storage, procs)
     assert all((tmp_path / "w" / "masks" / f"{m}-s0" / "summary.json").is_file() for m in masks)
+    assert (tmp_path / "w" / "best.pt").is_file()
+
+
+# ------------------------------------------------------------------------------ --retrain recipe
+
+LADDER = ["search", "--dataset", "synthetic", "--trials", 3, "--rungs", 2, "--eta", 3, "--confirm", 1,
+          "--width", 0.25, "--timesteps", 2, "--epochs", 3, "--finetune-epochs", 1, "--batch-size", 64,
+          "--device", "cpu"]
+ITEMS = 3 + 1 + 1  # rung 0 (1 + 1 epochs), rung 1 (3 + 1), the confirm run (seed 1)
+
+
+def _start(args, out) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1", COLUMNS="400")  # Rich wraps at 80 without it
+    return subprocess.Popen([sys.executable, "-m", "firecut", *map(str, args), "--out", str(out)], cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _finish(p: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = p.communicate(timeout=600)
+    return subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
+
+
+def _ladder_trials(storage):
+    import optuna
+
+    from firecut.search.storage import open_storage
+
+    try:
+        return optuna.load_study(study_name="firecut-search", storage=open_storage(storage)).get_trials()
+    except KeyError:  # no worker has created the study yet
+        return []
+
+
+def test_two_ladder_workers_on_postgresql_train_each_network_once(postgres, tmp_path):
+    from firecut.search.ladder import promote
+
+    procs = [_start([*LADDER, "--storage", postgres], tmp_path / "w") for _ in range(2)]
+    done = [(p.pid, _finish(p)) for p in procs]
+    for _, p in done:
+        assert p.returncode == 0, p.stderr
+    trials = [t for t in _ladder_trials(postgres) if t.user_attrs.get("status") == "done"]
+    items = [(t.user_attrs["net"], t.user_attrs["rung"]) for t in trials]
+    assert len(items) == len(set(items)) == ITEMS  # each (network, rung) trained once
+    assert {t.user_attrs["pid"] for t in trials} == {pid for pid, _ in done}  # both workers trained
+    runs = sorted((tmp_path / "w" / "nets").glob("*/summary.json"))
+    assert len(runs) == 2 * ITEMS  # a CNN and an SNN folder per item, nothing else
+    for run in runs:  # trained once: one metrics row per epoch, no restart
+        cfg = yaml.safe_load((run.parent / "config.yaml").read_text())
+        assert len((run.parent / "metrics.csv").read_text().splitlines()) == 1 + cfg["train"]["epochs"]
+    # the rung above holds what one worker would have promoted from these results
+    rung0 = {t.user_attrs["net"]: (t.values[0], t.values[1]) for t in trials if t.user_attrs["rung"] == 0}
+    assert [n for n, r in items if r == 1] == promote(rung0, 1)
+    for _, p in done:  # every worker waits for the whole ladder, so each reports all of it
+        assert "## Pareto front" in p.stdout and p.stdout == done[0][1].stdout
+
+
+def test_a_ladder_worker_killed_mid_run_is_resumed_by_the_other(tmp_path):
+    """kill -9 of a worker whose CNN has finished an epoch but not its run: the other worker fails
+    its trial (its pid is gone), trains the network again from its run folder (it resumes), and
+    finishes the ladder."""
+    import signal
+    import time
+
+    storage = f"journal:{tmp_path / 'study.log'}"
+    args = ["search", "--dataset", "synthetic", "--trials", 2, "--rungs", 1, "--confirm", 0, "--width", 0.25,
+            "--timesteps", 2, "--epochs", 4, "--finetune-epochs", 1, "--batch-size", 64, "--device", "cpu",
+            "--storage", storage]
+    procs = {p.pid: p for p in (_start(args, tmp_path / "w") for _ in range(2))}
+    victim, folder, deadline = None, None, time.time() + 300
+    while victim is None and time.time() < deadline:
+        time.sleep(0.2)
+        for t in _ladder_trials(storage):
+            a = t.user_attrs
+            if t.state.name != "RUNNING" or a.get("pid") not in procs:
+                continue
+            cnn = tmp_path / "w" / "nets" / f"{a['net']}-e4f1-s0-cnn"
+            rows = (cnn / "metrics.csv").read_text().splitlines() if (cnn / "metrics.csv").is_file() else []
+            if len(rows) >= 2 and not (cnn / "summary.json").exists():  # an epoch done, the run not
+                victim, folder = a["pid"], cnn
+                os.kill(victim, signal.SIGKILL)
+                break
+    assert victim is not None, "no worker was caught mid-run"
+    killed = _finish(procs.pop(victim))
+    assert killed.returncode == -signal.SIGKILL
+    (survivor,) = procs.values()
+    other = _finish(survivor)
+    assert other.returncode == 0, other.stderr
+    assert "stopped without finishing" in other.stderr
+    assert f"resuming {folder} after epoch" in other.stderr  # not trained again from scratch
+    trials = _ladder_trials(storage)
+    done = [(t.user_attrs["net"], t.user_attrs["rung"]) for t in trials
+            if t.user_attrs.get("status") == "done"]
+    assert len(done) == len(set(done)) == 2
+    assert [t.user_attrs.get("status") for t in trials].count("stale") == 1
+    assert len((folder / "metrics.csv").read_text().splitlines()) == 1 + 4
     assert (tmp_path / "w" / "best.pt").is_file()

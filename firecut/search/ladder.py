@@ -62,10 +62,21 @@ def distinct_networks(recipe, order: Sequence[tuple[str, str]] = ()) -> list[Net
     """The networks the 256 keep masks build when each is trained from scratch through `recipe`
     (its CNN's architecture; pruning.twins). `order` (bits, name) puts named masks first, in its
     order (the paper's schedules); the rest follow in ALL_MASKS order."""
-    from firecut.pruning.twins import architecture_key
     from firecut.training.recipe import step_config
 
     cfg = step_config(recipe, "cnn")
+    memo = (repr(cfg.model), repr(cfg.spiking), tuple(order))
+    if memo not in _NETWORKS:  # 256 nets built: seconds; the tests and a notebook ask again
+        _NETWORKS[memo] = _group(cfg, order)
+    return _NETWORKS[memo]
+
+
+_NETWORKS: dict[tuple, list[Network]] = {}
+
+
+def _group(cfg, order: Sequence[tuple[str, str]]) -> list[Network]:
+    from firecut.pruning.twins import architecture_key
+
     named = dict(order)
     masks = list(dict.fromkeys([b for b, _ in order] + ALL_MASKS))
     groups: dict[str, list[str]] = {}

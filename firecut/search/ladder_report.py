@@ -132,12 +132,15 @@ def pareto_markdown(rows, rungs: list[Rung], lad: Ladder, best, reason, cfg, url
     return "\n".join(lines)
 
 
-def networks_csv(rows: list[dict[str, Any]]) -> str:
+def networks_csv(rows: list[dict[str, Any]], rungs: list[Rung]) -> str:
+    """COLUMNS, then each rung's figures: acc@K, cnn_acc@K, energy_mj@K (empty where not reached)."""
+    per = [f"{k}@{r.index}" for r in rungs if not r.confirm for k in ("acc", "cnn_acc", "energy_mj")]
     buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=list(COLUMNS), extrasaction="ignore")
+    w = csv.DictWriter(buf, fieldnames=[*COLUMNS, *per], extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({**r, "masks": " ".join(r["masks"]), "names": " ".join(r["names"])})
+        at = {f"{k}@{i}": v for i, got in r["by_rung"].items() for k, v in got.items()}
+        w.writerow({**r, **at, "masks": " ".join(r["masks"]), "names": " ".join(r["names"])})
     return buf.getvalue()
 
 
@@ -178,7 +181,7 @@ def write_ladder_reports(cfg, lad: Ladder, url: str, out: Path) -> dict[str, Any
     if at_top:
         best, reason = choose_best(at_top, "pareto", cfg.max_energy_mj)
         reason = reason.replace("masks", "networks").replace("-mask", "-network")
-    atomic_write_text(out / "networks.csv", networks_csv(rows))
+    atomic_write_text(out / "networks.csv", networks_csv(rows, lad.rungs))
     atomic_write_text(out / "pareto.md", pareto_markdown(rows, lad.rungs, lad, best, reason, cfg, url))
     plot_networks(rows, lad.rungs, best, out / "pareto.png")
     if best is not None:

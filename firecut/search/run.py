@@ -135,6 +135,9 @@ def check_ladder(cfg: SearchConfig) -> None:
     for flag, v, least in (("--rungs", cfg.rungs, 1), ("--eta", cfg.eta, 2), ("--confirm", cfg.confirm, 0)):
         if v < least:
             raise FirecutError(f"{flag} must be >= {least} (got {v})")
+    from firecut.search.ladder import ladder_of
+
+    ladder_of(cfg)  # --trials beyond the space's size
 
 
 def _ablate_config(cfg: SearchConfig) -> AblateConfig:
