@@ -345,6 +345,7 @@ class LadderWorker:
         also = f" (= {', '.join(net.names)})" if net.names else ""
         self.log(f"{rung.label().split(':')[0]} [{pattern(bits)}]{also}: CNN {rung.cnn_epochs} + SNN "
                  f"{rung.snn_epochs} epochs, seed {rung.seed} (trial {number})")
+        start = time.monotonic()
         try:
             with heartbeat(storage, trial_id, beat_period(self.cfg.stale_s)):
                 summary = self.train(bits, rung)
@@ -357,14 +358,15 @@ class LadderWorker:
                 pass  # the storage may be what failed; the next worker fails it as stale
             raise
         self.trained += 1
+        summary["wall_seconds"] = time.monotonic() - start  # training, evaluation and counting
         with storage_errors(self.url):
             for key in ("acc", "f1", "energy_mj", "ac", "mac", "params", "firing_rate", "cnn_acc",
-                        "cpu_seconds", "run"):
+                        "cpu_seconds", "wall_seconds", "run"):
                 storage.set_trial_user_attr(trial_id, key, summary[key])
             storage.set_trial_user_attr(trial_id, "status", "done")
             self.study.tell(number, [summary["acc"], summary["energy_mj"]])
         self.log(f"  acc {summary['acc']:.4f} (CNN {summary['cnn_acc']:.4f}), {summary['energy_mj']:.5f} mJ, "
-                 f"{summary['cpu_seconds'] / 60:.1f} min")
+                 f"{summary['wall_seconds'] / 60:.1f} min")
 
     def train(self, bits: str, rung: Rung) -> dict[str, Any]:
         """The network through the recipe at the rung's budget, into OUT/nets/BITS-eEfF-sSEED
@@ -376,7 +378,7 @@ class LadderWorker:
         run = self.out / "nets" / f"{bits}-{rung.budget}-s{rung.seed}"
         cnn, snn = cnn_then_snn(recipe, run.with_name(run.name + "-cnn"), run, self.fit, lambda m: None,
                                 seed=rung.seed, keep=list(keep_of(bits)))
-        return {**snn, "cnn_acc": cnn["acc"], "run": str(run),
+        return {**snn, "cnn_acc": cnn["acc"], "run": str(run),  # cpu_seconds: the training steps alone
                 "cpu_seconds": float(cnn.get("train_seconds", 0.0)) + float(snn.get("train_seconds", 0.0))}
 
 

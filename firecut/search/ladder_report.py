@@ -30,7 +30,8 @@ from firecut.search.ladder import Ladder, Rung, kendall_tau
 from firecut.search.storage import redact
 
 COLUMNS = ("network", "masks", "names", "modules", "rung", "epochs", "seeds", "acc", "acc_std", "f1",
-           "energy_mj", "ac", "mac", "params", "firing_rate", "cnn_acc", "cpu_seconds", "on_front", "run")
+           "energy_mj", "ac", "mac", "params", "firing_rate", "cnn_acc", "cpu_seconds", "wall_seconds",
+           "on_front", "run")
 
 
 def network_rows(lad: Ladder) -> list[dict[str, Any]]:
@@ -51,6 +52,7 @@ def network_rows(lad: Ladder) -> list[dict[str, Any]]:
             "acc": mean(a["acc"] for a in final),
             "acc_std": stdev([a["acc"] for a in final]) if len(final) > 1 else None,
             "cpu_seconds": sum(float(t.user_attrs.get("cpu_seconds", 0.0)) for _, t in done),
+            "wall_seconds": sum(float(t.user_attrs.get("wall_seconds", 0.0)) for _, t in done),
             "run": final[0].get("run"), "host": final[0].get("host"),
             "by_rung": {r.index: {"acc": t.user_attrs["acc"], "energy_mj": t.user_attrs["energy_mj"],
                                   "cnn_acc": t.user_attrs.get("cnn_acc")} for r, t in done},
@@ -104,10 +106,12 @@ HEAD = ("| " + " | ".join(f"F{m[4:]}" for m in FIRE_NAMES) + " | Paper name | SN
 
 def pareto_markdown(rows, rungs: list[Rung], lad: Ladder, best, reason, cfg, url: str) -> str:
     top = max(r.index for r in rungs if not r.confirm)
-    hours = sum(r["cpu_seconds"] for r in rows) / 3600
+    hours = sum(r["wall_seconds"] for r in rows) / 3600
+    steps = sum(r["cpu_seconds"] for r in rows) / 3600
     lines = [f"# Network search: {cfg.study} (each network trained as its own net, successive halving)", "",
              f"{len(lad.networks)} distinct networks in the space ({sum(len(n.masks) for n in lad.networks)} "
-             f"keep masks); {len(rows)} judged in {redact(url)}; {hours:.2f} training hours in all.", "",
+             f"keep masks); {len(rows)} judged in {redact(url)}; {hours:.2f} hours of the workers' time "
+             f"in all ({steps:.2f} of them training steps, the rest test passes and counting).", "",
              "| Rung | CNN + SNN epochs | Seed | Networks | Finished |", "|---|---|---|---|---|"]
     for r, mem in zip(rungs, lad.members, strict=True):
         done = sum(lad.result(b, r.index) is not None for b in mem) if mem else 0
