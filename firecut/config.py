@@ -45,7 +45,7 @@ class ModelConfig:
     parent: str | None = None  # checkpoint to inherit every fitting tensor from (pruning)
     width: float = 1.0  # channel width multiplier
     dropout: float = 0.0  # before the classifier, probability
-    pool: str = "max"  # squeezenet's 3x3/2 pools: max (the paper's) | avg (linear: no conversion error)
+    pool: str = "max"  # squeezenet's pools: max (paper's 3x3/2) | avg (3x3/2) | avg2 (2x2/2, NIR-portable)
 
 
 @dataclass

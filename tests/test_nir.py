@@ -41,15 +41,31 @@ def test_window_cells_are_torch_ceil_mode_windows(size):
     assert torch.equal(sums, torch.from_numpy(np.outer(cells, cells)))
 
 
-# stacked pools (fire2, fire3 dropped: two pools in the stem), leaky neurons
-@pytest.mark.parametrize("keep,beta", [(None, 1.0), (("fire4", "fire6", "fire8", "fire9"), 1.0),
-                                       (("fire2", "fire5"), 0.9)])
-def test_nir_graph_run_by_nirtorch_equals_the_snn(keep, beta):
-    model, _, _ = exportable(keep, beta)
+# stacked pools (fire2, fire3 dropped: two pools in the stem), leaky neurons, 2x2/2 pools
+REF1 = ("fire4", "fire6", "fire8", "fire9")
+
+
+@pytest.mark.parametrize("keep,beta,pool", [(None, 1.0, "avg"), (REF1, 1.0, "avg"),
+                                            (("fire2", "fire5"), 0.9, "avg"), (None, 1.0, "avg2"), (REF1, 0.9, "avg2"),
+                                            ((), 1.0, "avg")])  # no Fire module: three pools in the stem
+def test_nir_graph_run_by_nirtorch_equals_the_snn(keep, beta, pool):
+    from firecut.export.to_nir import DT, IF_TAU
+
+    model, _, _ = exportable(keep, beta, pool=pool)
     graph = unroll(model)
     g = nir_graph(graph, 32, {})
-    assert {type(n).__name__ for n in g.nodes.values()} <= STANDARD
-    assert any(isinstance(n, nir.LIF if beta < 1 else nir.IF) for n in g.nodes.values())
+    kinds = {type(n).__name__ for n in g.nodes.values()}
+    ends = [dst for _, dst in g.edges]
+    assert len(ends) == len(set(ends))  # a chain: no node has two inputs (norse executes none)
+    assert kinds <= STANDARD and "IF" not in kinds
+    if pool == "avg2":  # every consumer maps these: no pool node at all
+        assert kinds == {"Input", "Output", "Conv2d", "LIF"}
+    neurons = [n for n in g.nodes.values() if isinstance(n, nir.LIF)]
+    tau = IF_TAU if beta == 1 else DT / (1 - beta)
+    for n in neurons:  # one Euler step of DT, r = 1: v = (1 - k) v + k I, firing above k = DT / tau
+        assert np.allclose(n.tau, tau) and (n.r == 1).all() and (n.v_leak == 0).all()
+        assert np.allclose(n.v_threshold, DT / tau) and np.unique(n.v_threshold).size == 1
+    assert float(g.metadata["dt"]) == DT
     x = synthetic_test({"norm": dict(zip(("mean", "std"), load_synthetic().norm(), strict=True))})[1]
     with OpCounter(model, 3) as counter, torch.no_grad():
         counter.begin_batch(len(x))

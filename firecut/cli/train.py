@@ -37,7 +37,7 @@ def train(
     optimizer: Optional[str] = typer.Option(None, help=f"sgd | adamw \\[default: {TRAIN_DEFAULTS.optimizer}]."),
     distill: Optional[float] = typer.Option(None, help="With --init: the share of the loss taken from the CNN's soft targets (knowledge distillation, temperature train.distill_temp; BENCHMARKS.md has what it gained) \\[default: 0, off]."),
     act: Optional[str] = typer.Option(None, help=f"CNN activation: relu | relu6 | silu | hardswish | clipq \\[default: the preset's, else {MODEL_DEFAULTS.act}]."),
-    pool: Optional[str] = typer.Option(None, help="SqueezeNet's 3x3/2 pools: max (the paper's) | avg (linear: adds no conversion error, but a weaker CNN). A converted or pruned net keeps its parent's \\[default: max]."),
+    pool: Optional[str] = typer.Option(None, help="SqueezeNet's pools: max (the paper's 3x3/2) | avg (3x3/2 average: linear, adds no conversion error, but a weaker CNN) | avg2 (2x2/2 average: the pool every NIR consumer reads). A converted or pruned net keeps its parent's \\[default: max]."),
     beta: Optional[float] = typer.Option(None, help="LIF membrane decay per step \\[default: 1.0 (IF) when converting, 0.9 from scratch]."),
     surrogate: Optional[str] = typer.Option(None, help="Surrogate gradient: atan | fast_sigmoid | sigmoid \\[default: atan]."),
     reset: Optional[str] = typer.Option(None, help="LIF reset: subtract | zero | none \\[default: subtract]."),

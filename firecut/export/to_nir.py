@@ -7,9 +7,9 @@ node. It has no max-pool, concatenation, batch norm, subtract reset or initial m
   batch norm       folded into the convs (the unrolled graph, firecut.export.unrolled)
   spike amplitude  firecut's neurons emit theta_c per spike; theta folds into the columns of the
                    conv that reads them: W'[:, c] = W[:, c] * theta_c
-  concatenation    the conv reading cat(expand1x1, expand3x3) is split by its input columns into
-                   one conv per branch; both end in the next node, where NIR sums them (the bias
-                   rides on the first)
+  concatenation    a Fire module's expand1x1 and expand3x3 become one 3x3 conv (the 1x1 kernel
+                   at the centre) and one neuron node over both: the next conv reads one node,
+                   and the graph is a chain with no fan-in (norse's NIR import executes none)
   3x3/2 ceil pool  (the average pool of `--pool avg`) NIR's pools have no ceil mode, so a 2x2
                    identity conv with taps [0, 1] and padding 1 extends the map by one zero row
                    and column (size -> size + 1), a SumPool2d 3x3/2 sums each window 2i..2i+2,
@@ -17,16 +17,30 @@ node. It has no max-pool, concatenation, batch norm, subtract reset or initial m
                    so every neuron keeps r = 1 (IF) or r = tau (LIF). A depthwise conv
                    would be smaller, but nir 1.0.8 types a grouped conv's input by its weight's
                    second dimension and refuses the graph
-  global pool      AvgPool2d over the whole map; the Output node is (K, 1, 1) per step, and the
-                   scores are its mean over the T steps, as SpikingNet's readout
+  2x2/2 pool       (`--pool avg2`) a Conv2d node, 2x2 stride 2, weight 1/4 on the diagonal
+                   (channel c to channel c): consumers map Conv2d where they map no pool
+                   (norse has no AvgPool2d, snntorch no SumPool2d)
+  global pool      the same: a Conv2d node whose kernel is the whole map, 1/(H W) on the
+                   diagonal; the Output node is (K, 1, 1) per step, and the scores are its mean
+                   over the T steps, as SpikingNet's readout
+  thresholds       one per layer, as consumers that take one need (snntorch): channel c's
+                   incoming weights and bias are divided by theta_c, so its membrane is
+                   v / theta_c and it fires when v / theta_c > 1, as before
 
-Neurons: NIR's IF and LIF are continuous-time, and a graph carries no time step. firecut's are
-one forward-Euler step of dt = 1 per time step, recorded in the graph's metadata (`dt`, with
-`timesteps` and `readout`); a toolchain that assumes another dt must rescale tau (snntorch's NIR
-import assumes dt = 1e-4). With dt = 1 (what `runner` executes, and firecut's neurons):
-  IF   v += r I with r = 1;  z = v > v_threshold;  v = v_reset (0) where z
-  LIF  v += (v_leak - v + r I) / tau, with v_leak = 0, tau = 1 / (1 - beta), r = tau:
-       v = beta v + I, firecut's leaky neuron
+Neurons: NIR's LIF is continuous-time, tau dv/dt = v_leak - v + r I, and a graph carries no time
+step. firecut's neurons are one forward-Euler step per time step; the graph is written for a step
+of dt = DT = 1e-4 s, the one snntorch's NIR import assumes (other consumers take dt as a
+parameter: the metadata's `dt`, with `timesteps` and `readout`). Every neuron is a LIF node with
+v_leak = 0, r = 1 (norse ignores r), v_reset = 0 and
+  tau = dt / (1 - beta), v_threshold = k = dt / tau:
+       v += k (I - v), i.e. v = beta v + k I: the membrane is k times firecut's (normalised)
+       one, and crosses k when firecut's crosses 1. snntorch rescales the threshold by
+       r dt / tau = k back to 1 and runs v = beta v + I, firecut's neuron exactly
+  IF   (beta = 1) the same node with tau = IF_TAU = 1e4 s: a leak of k = 1e-8 per step, below
+       float32's resolution (1 - 1e-8 rounds to 1), so it integrates exactly. NIR's own IF
+       node would need r = 1 / dt, which snntorch refuses, and snntorch maps IF nodes to a leaky
+       neuron (beta 0.9, subtract reset): a consumer's error, pinned in tests/test_nir_consumers.py
+Files written before (dt = 1 in their metadata, IF nodes, per-channel thresholds) still run.
 The image enters as it reaches the stem conv, normalised ((pixel/255 - mean)/std, the metadata's
 mean and std), at every step; the scores are the Output's currents averaged over T, not spikes.
 A net with max-pools, subtract reset or a nonzero initial membrane is refused, naming each lack.
@@ -37,6 +51,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -47,6 +62,8 @@ from firecut.errors import FirecutError
 from firecut.export.unrolled import UnrolledLIF, UnrolledNet
 
 NIR_KEY = "firecut"  # the graph's metadata entry holding ArtifactMeta as JSON
+DT = 1e-4  # s per time step the graph's time constants are written for (snntorch's fixed dt)
+IF_TAU = 1e4  # s: an integrate-and-fire neuron's tau (leak dt / tau = 1e-8 per step)
 
 
 def _nir():
@@ -90,10 +107,8 @@ def check_nir(model: nn.Module, what: str) -> None:
 # ------------------------------------------------------------------ the graph
 @dataclass
 class _Source:
-    node: str  # a neuron (or the input) whose output is channels [lo, hi) of a conv's input
-    lo: int
-    hi: int
-    amp: np.ndarray  # (hi - lo,) value of one spike per channel (1 for the image)
+    node: str  # a neuron (or the input) whose spikes a conv reads
+    amp: np.ndarray  # (C,) value of one spike per channel (1 for the image)
 
 
 def _size2(v) -> tuple[int, int]:
@@ -106,6 +121,45 @@ def window_cells(size: int) -> np.ndarray:
     return (np.minimum(starts + 3, size) - starts).astype(np.float32)
 
 
+def lif_tau(beta: float) -> np.float32:
+    """tau (s) of a LIF node that decays by `beta` per step of DT: DT / (1 - beta), IF_TAU for
+    beta = 1; nudged by float32 ulps until a consumer's float32 1 - DT / tau is beta's float32
+    (snntorch computes it so; a beta one ulp off flips spikes at the threshold)."""
+    if beta == 1.0:
+        return np.float32(IF_TAU)
+    want, tau = np.float32(beta), np.float32(DT / (1.0 - beta))
+    for _ in range(64):
+        got = np.float32(1) - np.float32(DT) / tau
+        if got == want:
+            break
+        tau = np.nextafter(tau, np.float32(np.inf) if got < want else np.float32(0))
+    return tau
+
+
+def merged_expand(fire: nn.Module) -> SimpleNamespace:
+    """A Fire module's expand1x1 and expand3x3 blocks (BN folded) as one block: a 3x3 conv whose
+    first n1 output channels are the 1x1 conv at the kernel's centre, then the 3x3 conv; the same
+    pools; one neuron layer over both, thresholds side by side. Its output is the concatenation,
+    so the next conv reads one node: no fan-in, which norse's NIR import cannot execute."""
+    e1, e3 = fire.expand1x1, fire.expand3x3
+    if (e1.act.beta, e1.act.scale_output) != (e3.act.beta, e3.act.scale_output):
+        raise FirecutError("cannot export a Fire module whose two expand layers have different neurons "
+                           "as NIR")
+    w1, w3 = e1.conv.weight.detach(), e3.conv.weight.detach()  # (n1, C, 1, 1), (n3, C, 3, 3)
+    n1, n3 = w1.shape[0], w3.shape[0]
+    conv = nn.Conv2d(w1.shape[1], n1 + n3, 3, padding=1)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[:n1, :, 1, 1] = w1[:, :, 0, 0]
+        conv.weight[n1:] = w3
+        zero = lambda c, n: c.bias.detach() if c.bias is not None else torch.zeros(n)  # noqa: E731
+        conv.bias.copy_(torch.cat([zero(e1.conv, n1), zero(e3.conv, n3)]))
+    thr = torch.cat([e1.act.threshold.detach().reshape(-1).expand(n1),
+                     e3.act.threshold.detach().reshape(-1).expand(n3)])
+    act = SimpleNamespace(threshold=thr, beta=e1.act.beta, scale_output=e1.act.scale_output)
+    return SimpleNamespace(conv=conv, pool=e1.pool, act=act)
+
+
 class _Builder:
     def __init__(self, nir):
         self.nir, self.nodes, self.edges = nir, {}, []
@@ -115,63 +169,71 @@ class _Builder:
         self.edges += [(i, name) for i in inputs]
         return name
 
-    def convs(self, prefix: str, conv: nn.Conv2d, sources: list[_Source], size: int) -> list[str]:
-        """One NIR conv per source, its columns scaled by the source's spike amplitude."""
+    def conv(self, prefix: str, conv: nn.Conv2d, source: _Source, size: int,
+             rows: np.ndarray | None = None) -> str:
+        """The conv as a NIR node, its columns scaled by the source's spike amplitude and its rows
+        (output channels: weights and bias) by `rows` (1 / the threshold of the neurons it feeds)."""
         w = conv.weight.detach().double().numpy()  # (C_out, C_in/g, k, k)
         b = conv.bias.detach().double().numpy() if conv.bias is not None else np.zeros(w.shape[0])
-        if conv.groups != 1 and len(sources) > 1:
-            raise FirecutError(f"cannot export {prefix}: a grouped conv reading a concatenation")
-        names = []
-        for i, s in enumerate(sources):
-            wi = w[:, s.lo:s.hi] * s.amp.reshape(1, -1, 1, 1)
-            name = f"{prefix}.conv" if len(sources) == 1 else f"{prefix}.conv.{i}"
-            node = self.nir.Conv2d(input_shape=(size, size), weight=wi.astype(np.float32),
-                                   stride=conv.stride, padding=conv.padding, dilation=conv.dilation,
-                                   groups=conv.groups, bias=(b if i == 0 else 0 * b).astype(np.float32))
-            names.append(self.add(name, node, [s.node]))
-        return names
+        if rows is not None:
+            w, b = w * rows.reshape(-1, 1, 1, 1), b * rows
+        w = w * source.amp.reshape(1, -1, 1, 1)
+        node = self.nir.Conv2d(input_shape=(size, size), weight=w.astype(np.float32), stride=conv.stride,
+                               padding=conv.padding, dilation=conv.dilation, groups=conv.groups,
+                               bias=b.astype(np.float32))
+        return self.add(f"{prefix}.conv", node, [source.node])
 
-    def block(self, prefix: str, block: nn.Module, sources: list[_Source], size: int):
-        """conv (BN folded) -> [3x3/2 average pools] -> neuron; returns its output and size."""
+    def mean_conv(self, c: int, k: int, size: int):
+        """A k x k, stride k average pool over c channels as a Conv2d node (1/k^2 on the diagonal)."""
+        w = np.zeros((c, c, k, k), np.float32)
+        w[np.arange(c), np.arange(c)] = 1.0 / (k * k)
+        return self.nir.Conv2d(input_shape=(size, size), weight=w, stride=k, padding=0, dilation=1,
+                               groups=1, bias=np.zeros(c, np.float32))
+
+    def block(self, prefix: str, block, source: _Source, size: int) -> tuple[_Source, int]:
+        """conv (BN folded) -> [average pools] -> neuron; returns its output and size."""
         nir = self.nir
-        tails = self.convs(prefix, block.conv, sources, size)
         c = block.conv.out_channels
-        pools = [] if block.pool is None else (list(block.pool) if isinstance(block.pool, nn.Sequential)
-                                               else [block.pool])
+        lif = block.act
+        thr = np.broadcast_to(lif.threshold.detach().double().numpy().reshape(-1), (c,))
+        tail = self.conv(prefix, block.conv, source, size, rows=1.0 / thr)
+        # in order; add_pool nests Sequentials when three pools stack (no Fire module kept)
+        pools = [] if block.pool is None else [m for m in block.pool.modules()
+                                               if not isinstance(m, nn.Sequential)]
         for j, pool in enumerate(pools):
+            if (isinstance(pool, nn.AvgPool2d) and _size2(pool.kernel_size) == (2, 2)
+                    and _size2(pool.stride) == (2, 2) and _size2(pool.padding) == (0, 0)):
+                tail = self.add(f"{prefix}.pool{j}", self.mean_conv(c, 2, size), [tail])
+                size //= 2
+                continue
             if not (isinstance(pool, nn.AvgPool2d) and _size2(pool.kernel_size) == (3, 3)
                     and _size2(pool.stride) == (2, 2) and _size2(pool.padding) == (0, 0) and pool.ceil_mode):
-                raise FirecutError(f"cannot export {prefix} as NIR: its pool {pool} is not the 3x3/2 "
-                                   "ceil-mode average pool firecut's --pool avg builds")
+                raise FirecutError(f"cannot export {prefix} as NIR: its pool {pool} is neither of the "
+                                   "average pools firecut's --pool avg and avg2 build")
             # [0, 1] taps, padding 1: output j is input j, j = 0..size, the last one zero
             eye = np.zeros((c, c, 2, 2), np.float32)
             eye[np.arange(c), np.arange(c), 1, 1] = 1.0
             extended = self.add(f"{prefix}.pool{j}.extend", nir.Conv2d(
                 input_shape=(size, size), weight=eye, stride=1, padding=1, dilation=1, groups=1,
-                bias=np.zeros(c, np.float32)), tails)
+                bias=np.zeros(c, np.float32)), [tail])
             cells = window_cells(size)
             summed = self.add(f"{prefix}.pool{j}", nir.SumPool2d(
                 kernel_size=np.array([3, 3]), stride=np.array([2, 2]), padding=np.array([0, 0])), [extended])
             size = len(cells)
             divisor = np.broadcast_to(np.outer(cells, cells), (c, size, size)).astype(np.float32)
-            tails = [self.add(f"{prefix}.pool{j}.mean", nir.Scale(1.0 / divisor), [summed])]
-        lif: UnrolledLIF = block.act
-        thr = lif.threshold.detach().float().numpy().reshape(-1)
-        per_channel = thr.reshape(-1, 1, 1) if thr.size > 1 else thr
-        v_thr = np.broadcast_to(per_channel, (c, size, size)).astype(np.float32)
-        zeros = np.zeros((c, size, size), np.float32)
-        if lif.beta == 1.0:
-            neuron = nir.IF(r=np.ones_like(zeros), v_threshold=v_thr, v_reset=zeros)
-        else:
-            tau = np.full((c, size, size), 1.0 / (1.0 - lif.beta), np.float32)
-            neuron = nir.LIF(tau=tau, r=tau, v_leak=zeros, v_threshold=v_thr, v_reset=zeros)
-        name = self.add(f"{prefix}.act", neuron, tails)
-        amp = np.broadcast_to(thr, (c,)).astype(np.float64) if lif.scale_output else np.ones(c)
-        return [_Source(name, 0, c, amp)], size
+            tail = self.add(f"{prefix}.pool{j}.mean", nir.Scale(1.0 / divisor), [summed])
+        shape = (c, size, size)
+        tau = np.full(shape, lif_tau(lif.beta), np.float32)
+        k = np.ones(shape, np.float32) * DT / tau  # float32, as snntorch computes r dt / tau
+        neuron = nir.LIF(tau=tau, r=np.ones(shape, np.float32), v_leak=np.zeros(shape, np.float32),
+                         v_threshold=k, v_reset=np.zeros(shape, np.float32))
+        name = self.add(f"{prefix}.act", neuron, [tail])
+        return _Source(name, thr.astype(np.float64) if lif.scale_output else np.ones(c)), size
 
 
 def nir_graph(graph: nn.Module, image_size: int, meta: dict[str, Any]):
-    """The unrolled SpikingNet `graph` (BN folded; firecut.export.unrolled) as a nir.NIRGraph."""
+    """The unrolled SpikingNet `graph` (BN folded; firecut.export.unrolled) as a nir.NIRGraph: a
+    chain, every node reading one node (Fire modules' expand layers merged: merged_expand)."""
     from firecut.models.squeezenet import Fire
 
     nir = _nir()
@@ -180,27 +242,21 @@ def nir_graph(graph: nn.Module, image_size: int, meta: dict[str, Any]):
     net, b = graph.net, _Builder(nir)
     chans = net.features.stem.conv.in_channels
     b.add("input", nir.Input(input_type={"input": np.array([chans, image_size, image_size])}), [])
-    sources, size = [_Source("input", 0, chans, np.ones(chans))], image_size
+    source, size = _Source("input", np.ones(chans)), image_size
     for name, block in net.features.named_children():
         if isinstance(block, Fire):
-            squeezed, size = b.block(f"{name}.squeeze", block.squeeze, sources, size)
-            e1, out_size = b.block(f"{name}.expand1x1", block.expand1x1, squeezed, size)
-            e3, _ = b.block(f"{name}.expand3x3", block.expand3x3, squeezed, size)
-            n1 = block.expand1x1.conv.out_channels
-            sources = [e1[0], _Source(e3[0].node, n1, n1 + e3[0].hi, e3[0].amp)]
-            size = out_size
+            squeezed, size = b.block(f"{name}.squeeze", block.squeeze, source, size)
+            source, size = b.block(f"{name}.expand", merged_expand(block), squeezed, size)
         else:
-            sources, size = b.block(name, block, sources, size)
+            source, size = b.block(name, block, source, size)
     k = net.classifier.conv.out_channels
-    logits = b.convs("classifier", net.classifier.conv, sources, size)
-    pooled = b.add("pool", nir.AvgPool2d(kernel_size=np.array([size, size]), stride=np.array([size, size]),
-                                         padding=np.array([0, 0])), logits)
+    logits = b.conv("classifier", net.classifier.conv, source, size)
+    pooled = b.add("pool", b.mean_conv(k, size, size), [logits])
     b.add("output", nir.Output(output_type={"output": np.array([k, 1, 1])}), [pooled])
-    about = {NIR_KEY: json.dumps(meta), "dt": 1.0, "timesteps": graph.timesteps,
+    about = {NIR_KEY: json.dumps(meta), "dt": DT, "timesteps": graph.timesteps,
              "readout": "scores = the output averaged over the timesteps; the input is the normalised "
                         "image, the same at every step"}
     return nir.NIRGraph(nodes=b.nodes, edges=b.edges, metadata=about)
-
 
 
 def nir_bytes(graph: nn.Module, image_size: int, meta: dict[str, Any]) -> bytes:
@@ -211,19 +267,26 @@ def nir_bytes(graph: nn.Module, image_size: int, meta: dict[str, Any]) -> bytes:
 
 # ------------------------------------------------------------------ running a NIR graph
 class _Neuron(nn.Module):
-    """One step of an IF (leak 0) or LIF node, dt = 1, state = the membrane."""
+    """One forward-Euler step of dt of an IF node (dv/dt = r I) or a LIF node (tau dv/dt =
+    v_leak - v + r I), state = the membrane: v += gain I - decay (v - v_leak), with gain = dt r
+    (IF) or dt r / tau (LIF) and decay = 0 or dt / tau, each computed once in float64 (r I and v
+    apart: with tau = IF_TAU, r I is 1e8 times v)."""
 
-    def __init__(self, r, v_threshold, v_reset, tau=None):
+    def __init__(self, r, v_threshold, v_reset, dt: float, tau=None, v_leak=0.0):
         super().__init__()
-        t = lambda a: torch.as_tensor(np.asarray(a, np.float32))  # noqa: E731
-        self.register_buffer("r", t(r))
+        t = lambda a: torch.as_tensor(np.asarray(a, np.float64).astype(np.float32))  # noqa: E731
+        r = np.asarray(r, np.float64)
+        gain, decay = (dt * r, 0.0) if tau is None else (dt * r / np.asarray(tau, np.float64),
+                                                          dt / np.asarray(tau, np.float64))
+        self.register_buffer("gain", t(gain))
+        self.register_buffer("decay", t(decay))
+        self.register_buffer("v_leak", t(v_leak))
         self.register_buffer("thr", t(v_threshold))
         self.register_buffer("v_reset", t(v_reset))
-        self.register_buffer("inv_tau", None if tau is None else 1.0 / t(tau))
 
     def forward(self, x: torch.Tensor, state: torch.Tensor | None = None):
         v = torch.zeros_like(x) if state is None else state
-        v = v + self.r * x if self.inv_tau is None else v + (self.r * x - v) * self.inv_tau
+        v = v + self.gain * x - self.decay * (v - self.v_leak)
         z = (v > self.thr).to(x.dtype)
         return z, torch.where(z.bool(), self.v_reset.expand_as(v), v)
 
@@ -249,16 +312,22 @@ class _Scale(nn.Module):
         return x * self.scale
 
 
+def graph_dt(graph) -> float:
+    """The time step a firecut graph's constants are written for (1 in files before DT)."""
+    return float(np.asarray((graph.metadata or {}).get("dt", 1.0)))
+
+
 def runner(graph, timesteps: int) -> Callable[[np.ndarray], np.ndarray]:
-    """Scores (N, K) of a NIR graph on images (N, 3, H, W): nirtorch's executor, T steps, the mean
-    of the output over the steps."""
+    """Scores (N, K) of a NIR graph on images (N, 3, H, W): nirtorch's executor, T steps of the
+    graph's dt, the mean of the output over the steps."""
     try:
         import nirtorch
     except ImportError as e:
         raise FirecutError(f"running NIR needs nirtorch ({e}); pip install nirtorch") from None
     nir = _nir()
-    node_map = {nir.IF: lambda n: _Neuron(n.r, n.v_threshold, n.v_reset),
-                nir.LIF: lambda n: _Neuron(n.r, n.v_threshold, n.v_reset, n.tau),
+    dt = graph_dt(graph)
+    node_map = {nir.IF: lambda n: _Neuron(n.r, n.v_threshold, n.v_reset, dt),
+                nir.LIF: lambda n: _Neuron(n.r, n.v_threshold, n.v_reset, dt, n.tau, n.v_leak),
                 nir.Scale: lambda n: _Scale(n.scale), nir.Conv2d: _conv}
     module = nirtorch.nir_to_torch(graph, node_map=node_map).eval()
 

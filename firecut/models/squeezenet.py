@@ -36,6 +36,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import nn
@@ -89,15 +90,22 @@ class ConvBNAct(nn.Module):
         return self.act(x)
 
 
-POOLS: dict[str, type[nn.Module]] = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}  # --pool
+# --pool: each halves the map, 32 -> 16 -> 8 -> 4. max and avg: the paper's 3x3 window, stride 2,
+# ceil mode (an average divides by the cells inside the image, so a window clipped at the border
+# is not diluted by padding). avg2: a 2x2 window, stride 2, every window inside the map: the
+# average pool every NIR consumer maps (snntorch has no SumPool2d or Scale, which avg's clipped
+# windows need in NIR).
+POOLS: dict[str, Callable[[], nn.Module]] = {
+    "max": lambda: nn.MaxPool2d(3, 2, ceil_mode=True),
+    "avg": lambda: nn.AvgPool2d(3, 2, ceil_mode=True),
+    "avg2": lambda: nn.AvgPool2d(2, 2),
+}
 
 
 def make_pool(kind: str = "max") -> nn.Module:
-    """3x3 window, stride 2, ceil mode: 32 -> 16 -> 8 -> 4 (an average divides by the cells
-    inside the image, so a window clipped at the border is not diluted by padding)."""
     if kind not in POOLS:
         raise FirecutError(f"unknown pool '{kind}'; choose one of: {', '.join(POOLS)}")
-    return POOLS[kind](3, 2, ceil_mode=True)
+    return POOLS[kind]()
 
 
 class Fire(nn.Module):

@@ -1,0 +1,107 @@
+"""NIR files run by toolchains firecut does not control (firecut.export.consumers): snntorch's
+import_from_nir and norse's from_nir give the same scores as firecut's own spiking net on tiny
+exported nets; and the consumers' own errors that firecut's graphs work around are pinned here, so
+that a release that fixes (or changes) them is noticed."""
+
+import logging
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from firecut.data import load_synthetic
+from firecut.export import consumers as C
+from firecut.export.to_nir import nir_graph
+from firecut.export.unrolled import unroll
+from test_export import synthetic_test
+from test_nir import exportable
+
+nir = pytest.importorskip("nir", reason="NIR export needs the nir package (pip install -e '.[dev]')")
+
+
+def consumer(name: str) -> str:
+    if name not in C.installed():
+        pytest.skip(f"the NIR consumer {name} is not installed (pip install -e '.[dev]' installs it; "
+                    "CI has it)")
+    return name
+
+
+def written(graph, tmp_path):
+    """The graph as a consumer gets it: through a file, read back with nir's type check."""
+    nir.write(str(tmp_path / "net.nir"), graph)
+    return nir.read(str(tmp_path / "net.nir"))
+
+
+@pytest.mark.parametrize("name", list(C.CONSUMERS))
+@pytest.mark.parametrize("keep,beta", [(("fire2", "fire5"), 1.0), (("fire4", "fire6", "fire8", "fire9"), 0.9),
+                                       ((), 1.0)])  # IF, leaky, three pools in the stem
+def test_a_consumer_runs_the_file_as_firecut_does(name, keep, beta, tmp_path):
+    consumer(name)
+    model, _, _ = exportable(keep, beta, pool="avg2")
+    graph = written(nir_graph(unroll(model), 32, {}), tmp_path)
+    x = synthetic_test({"norm": dict(zip(("mean", "std"), load_synthetic().norm(), strict=True))})[1]
+    with torch.no_grad():
+        source = model(x).numpy()
+    run = C.consumer_runner(name, graph, 3)
+    out = run(x.numpy())
+    assert out.shape == source.shape
+    assert (out.argmax(1) == source.argmax(1)).all()
+    assert np.abs(out - source).max() < 1e-4 * max(1.0, np.abs(source).max())
+    assert np.array_equal(run(x.numpy()), out)  # no state carried from one batch to the next
+
+
+def test_snntorch_maps_an_if_node_to_a_leaky_neuron():
+    """snntorch 1.0.0 imports nir.IF as Leaky(beta=0.9) with subtract reset: not an
+    integrate-and-fire neuron. firecut writes every neuron as a LIF node (to_nir's docstring)."""
+    consumer("snntorch")
+    import snntorch
+    from snntorch.import_nir import _nir_to_snntorch_module
+
+    ones, zeros = np.ones(4, np.float32), np.zeros(4, np.float32)
+    node = nir.IF(r=ones, v_threshold=ones, v_reset=zeros)
+    leaky = _nir_to_snntorch_module(node)
+    assert isinstance(leaky, snntorch.Leaky)
+    assert float(leaky.beta) == pytest.approx(0.9) and leaky.reset_mechanism == "subtract"
+
+
+def test_norse_executes_a_node_with_two_inputs_wrongly():
+    """NIR sums every edge that ends in a node; norse 1.1.0's from_nir (nirtorch's deprecated
+    loader) passes one of them on. firecut's graphs are chains (to_nir.merged_expand)."""
+    consumer("norse")
+    import norse.torch
+
+    def one():
+        return nir.Conv2d(input_shape=(4, 4), weight=np.ones((1, 1, 1, 1), np.float32), stride=1, padding=0,
+                          dilation=1, groups=1, bias=np.zeros(1, np.float32))
+
+    g = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([1, 4, 4])}), "a": one(),
+                            "b": one(), "output": nir.Output(output_type={"output": np.array([1, 4, 4])})},
+                     edges=[("input", "a"), ("input", "b"), ("a", "output"), ("b", "output")])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out, _ = norse.torch.from_nir(g, dt=1e-4)(torch.ones(1, 1, 4, 4))
+    assert torch.equal(out.detach(), torch.ones(1, 1, 4, 4))  # NIR's sum is 2
+
+
+def test_norse_ignores_a_lif_nodes_r(caplog):
+    consumer("norse")
+    from norse.torch.utils.import_nir import _import_norse_module
+
+    full = lambda v: np.full(2, v, np.float32)  # noqa: E731
+    node = nir.LIF(tau=full(1e-3), r=full(5.0), v_leak=full(0.0), v_threshold=full(100.0), v_reset=full(0.0))
+    with caplog.at_level(logging.WARNING):
+        cell = _import_norse_module(node, dt=1e-4)
+    z, state = cell(torch.ones(1, 2))
+    assert torch.allclose(state.v, torch.full((1, 2), 0.1))  # dt / tau * I: r = 5 would give 0.5
+    assert "r is expected to be set to 1" in caplog.text
+
+
+def test_an_unknown_or_missing_consumer_is_one_clear_error(monkeypatch):
+    from firecut.errors import FirecutError
+
+    with pytest.raises(FirecutError, match="unknown NIR consumer 'loihi'; choose one of: snntorch, norse"):
+        C.consumer_runner("loihi", None, 1)
+    monkeypatch.setattr(C, "installed", lambda: [])
+    with pytest.raises(FirecutError, match=r"norse is not installed: pip install -e '.\[nir\]'"):
+        C.consumer_runner("norse", None, 1)
