@@ -45,9 +45,9 @@ def test_window_cells_are_torch_ceil_mode_windows(size):
 REF1 = ("fire4", "fire6", "fire8", "fire9")
 
 
-@pytest.mark.parametrize("keep,beta,pool", [(None, 1.0, "avg"), (REF1, 1.0, "avg"),
-                                            (("fire2", "fire5"), 0.9, "avg"), (None, 1.0, "avg2"), (REF1, 0.9, "avg2"),
-                                            ((), 1.0, "avg")])  # no Fire module: three pools in the stem
+@pytest.mark.parametrize("keep,beta,pool", [
+    (None, 1.0, "avg"), (REF1, 1.0, "avg"), (("fire2", "fire5"), 0.9, "avg"), (None, 1.0, "avg2"),
+    (REF1, 0.9, "avg2"), ((), 1.0, "avg")])  # the last: no Fire module, three pools in the stem
 def test_nir_graph_run_by_nirtorch_equals_the_snn(keep, beta, pool):
     from firecut.export.to_nir import DT, IF_TAU
 

@@ -105,3 +105,29 @@ def test_an_unknown_or_missing_consumer_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(C, "installed", lambda: [])
     with pytest.raises(FirecutError, match=r"norse is not installed: pip install -e '.\[nir\]'"):
         C.consumer_runner("norse", None, 1)
+
+
+def test_export_runs_the_file_in_each_installed_consumer(tmp_path):
+    """`firecut export --format nir` reports each consumer's run of the file it wrote: an avg2 net
+    agrees with firecut's scores; a --pool avg net (SumPool2d, Scale) is reported as one they
+    cannot run, and the file is still written."""
+    from firecut.export import build as E
+    from firecut.export.verify import VerifyConfig
+    from test_export import save_synthetic_ckpt
+
+    for name in C.CONSUMERS:
+        consumer(name)
+    for pool in ("avg2", "avg"):
+        model, mc, sc = exportable(("fire2", "fire5"), pool=pool)
+        ckpt = save_synthetic_ckpt(tmp_path / f"{pool}.pt", model, mc, sc)
+        cfg = E.ExportConfig(str(ckpt), "nir", verify=VerifyConfig(images=64, layer_images=8))
+        report = E.export_checkpoint(cfg)
+        assert [r["consumer"] for r in report.consumers] == list(C.CONSUMERS)
+        text = E.format_report(report)
+        for r in report.consumers:
+            if pool == "avg2":
+                assert r["agreement"] == 1.0 and r["max_abs_diff"] < 1e-4 and "acc" in r
+                assert f"consumer  {r['consumer']} {r['version']}: agree 100.0%" in text
+            else:
+                assert "error" in r and "cannot run this graph" in text
+        assert (tmp_path / f"{pool}.nir").is_file()

@@ -57,6 +57,7 @@ class ExportReport:
     layer_images: int  # images of the teacher-forced layer check
     verify_seconds: float  # reload + run source and artifact + layer check + judge
     check: Check
+    consumers: list[dict[str, Any]] = field(default_factory=list)  # nir: other toolchains' runs of the file
 
 
 def default_output(checkpoint: str | os.PathLike, kind: str) -> Path:
@@ -181,13 +182,20 @@ def export_checkpoint(cfg: ExportConfig, log: Callable[[str], None] = lambda m: 
             raise FirecutError(f"the {cfg.kind} export of {cfg.checkpoint} failed its check on {on}: "
                                f"{reason}; nothing was written (report this "
                                "as a bug)")
+        consumers = []
+        if cfg.kind == "nir":  # the file in toolchains firecut does not control, where installed
+            from firecut.export.consumers import check_consumers
+            from firecut.export.to_nir import read_nir
+
+            log("running the file in the NIR consumers installed here (firecut.export.consumers)")
+            consumers = check_consumers(read_nir(tmp)[0], meta.timesteps, x, s, y, b)
         os.replace(tmp, out)
     finally:
         if tmp.exists():
             tmp.unlink()
     return ExportReport(path=str(out), kind=cfg.kind, size_bytes=out.stat().st_size, dataset=dataset,
                         export_seconds=export_seconds, layer_images=min(len(x), cfg.verify.layer_images),
-                        verify_seconds=verify_seconds, check=check)
+                        verify_seconds=verify_seconds, check=check, consumers=consumers)
 
 
 def format_report(r: ExportReport) -> str:
@@ -213,4 +221,8 @@ def format_report(r: ExportReport) -> str:
                      f"{L.conv_max_rel:.1e} of conv + BN; {neurons}; {L.flips:,} of {L.outputs:,} block "
                      f"outputs flip a spike or level ({L.flips_in_pools:,} behind a gated max-pool)")
     lines.append(f"verdict   {c.verdict}: {c.reason}")
+    if r.consumers:
+        from firecut.export.consumers import format_consumer
+
+        lines += [format_consumer(row) for row in r.consumers]
     return "\n".join(lines)

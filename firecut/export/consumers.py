@@ -96,3 +96,37 @@ def consumer_runner(name: str, graph, timesteps: int) -> Callable[[np.ndarray], 
         raise FirecutError(f"the NIR consumer {name} is not installed: pip install -e '.[nir]' "
                            f"(or pip install {package})")
     return make(graph, timesteps)
+
+
+def check_consumers(graph, timesteps: int, x: torch.Tensor, source: torch.Tensor,
+                    labels: torch.Tensor | None, batch: int = 100) -> list[dict[str, Any]]:
+    """Each installed consumer run on images `x` (N, 3, H, W) against the source's scores (N, K):
+    agreement (same predicted class), max |Δ| of the scores and, with labels, accuracy. A consumer
+    that cannot run the graph gets its error instead (a --pool avg net has nodes neither maps)."""
+    from importlib.metadata import version
+
+    rows = []
+    for name in installed():
+        row: dict[str, Any] = {"consumer": name, "version": version(CONSUMERS[name][0])}
+        try:
+            run = consumer_runner(name, graph, timesteps)
+            out = np.concatenate([run(x[i:i + batch].numpy()) for i in range(0, len(x), batch)])
+        except Exception as e:  # a third party's failure, reported, not raised: the file is still valid NIR
+            row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}"
+            rows.append(row)
+            continue
+        src = source.numpy()
+        row["agreement"] = float((out.argmax(1) == src.argmax(1)).mean())
+        row["max_abs_diff"] = float(np.abs(out - src).max())
+        if labels is not None:
+            row["acc"] = float((out.argmax(1) == labels.numpy()).mean())
+        rows.append(row)
+    return rows
+
+
+def format_consumer(row: dict[str, Any]) -> str:
+    head = f"consumer  {row['consumer']} {row['version']}: "
+    if "error" in row:
+        return head + f"cannot run this graph ({row['error']}); train with --pool avg2 for one it can"
+    acc = f", accuracy {row['acc']:.1%}" if "acc" in row else ""
+    return head + f"agree {row['agreement']:.1%}, max |Δ| {row['max_abs_diff']:.3g}{acc}"
