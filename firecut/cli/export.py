@@ -21,11 +21,12 @@ def export(
     data_root: Optional[str] = typer.Option(None, "--data-root", "--root", help="Download/cache folder \\[default: the checkpoint's, else $FIRECUT_DATA or ~/.cache/firecut/data]."),
     images: int = typer.Option(1000, help="Test images (class-balanced) the export is verified on."),
 ):
-    """Export a checkpoint as pt, TorchScript or ONNX, verified before it is written.
+    """Export a checkpoint as pt, TorchScript, ONNX or NIR, verified before it is written.
 
     The file is reloaded from disk and run on real test images against the checkpoint's model
     (scores, predictions, accuracy; for folded graphs also layer by layer). A failed check leaves
-    no file. Prints what was checked and the artifact's path and size.
+    no file. Prints what was checked and the artifact's path and size; a NIR file is also run in
+    the NIR consumers installed here (snntorch, norse), a line each.
     """
     from firecut.export.build import ExportConfig, export_checkpoint, format_report
     from firecut.export.verify import VerifyConfig
