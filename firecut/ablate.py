@@ -119,6 +119,9 @@ def check_base(ac: AblateConfig, base: str) -> tuple[ModelConfig, SpikingConfig]
                 "a squeezenet CNN (firecut train --cnn; its best.pt)")
         raise FirecutError(f"--base {base} is a {'spiking ' if sc.enabled else ''}{mc.name}; "
                            f"--retrain {ac.retrain} needs {need}")
+    if mc.target != ac.recipe.target and ac.recipe.target != "any":
+        raise FirecutError(f"--base {base} was built for --target {mc.target}, not {ac.recipe.target}; "
+                           f"give a base trained with --target {ac.recipe.target}")
     if mc.keep is not None and len(mc.keep) != len(FIRE_NAMES):
         raise FirecutError(f"--base {base} is already pruned ({', '.join(mc.keep)}); "
                            "give the unpruned net")

@@ -46,6 +46,7 @@ class ModelConfig:
     width: float = 1.0  # channel width multiplier
     dropout: float = 0.0  # before the classifier, probability
     pool: str = "max"  # squeezenet's pools: max (paper's 3x3/2) | avg (3x3/2) | avg2 (2x2/2, NIR-portable)
+    target: str = "any"  # where the net is going: any | nir (TARGETS: fixes what NIR cannot hold)
 
 
 @dataclass
@@ -156,6 +157,7 @@ class RecipeConfig:
     e_mac_pj: float | None = None  # override: pJ per multiply-accumulate
     energy_model: str = "paper"  # paper | hardware | path/to/costs.yaml
     distill: float = 0.0  # every converted SNN learns this share of its loss from its CNN (train.distill)
+    target: str = "any"  # any | nir: every net built for that target (config.TARGETS)
 
 
 def flat_settings(settings: Any) -> dict[str, Any]:
@@ -260,6 +262,42 @@ PRESET_HELP = ("quick (2-core CPU, data subsets, minutes) | cpu (2-core CPU, ful
                "an hour) | paper (GPU recipe)")
 
 
+# Deployment targets: SECTION.KEY -> (value, the flag that sets it, why). A target's values are set
+# after the preset and before the flags; validate() refuses a run whose settings leave them.
+TARGETS: dict[str, dict[str, tuple[Any, str, str]]] = {
+    "any": {},
+    "nir": {  # a net NIR holds exactly, in a form snntorch and norse run (export/to_nir.py)
+        "model.pool": ("avg2", "--pool avg2", "NIR has no max-pool, and its consumers map 2x2/2 "
+                       "average pools only"),
+        "spiking.reset": ("zero", "--reset zero", "NIR neurons reset to a fixed potential"),
+        "spiking.v_init": (0.0, "--set spiking.v_init=0", "NIR neurons start at rest"),
+    },
+}
+
+
+def apply_target(cfg: RunConfig, target: str) -> RunConfig:
+    """Records `target` in the model config and sets what it fixes (TARGETS)."""
+    if target not in TARGETS:
+        raise FirecutError(f"unknown --target '{target}'; choose one of: {', '.join(TARGETS)}")
+    cfg.model.target = target
+    for key, (value, _, _) in TARGETS[target].items():
+        set_dotted(cfg, key, value)
+    return cfg
+
+
+def target_problems(cfg: RunConfig) -> list[str]:
+    """How `cfg` leaves what its model's target fixes, one line each (empty: it keeps to it)."""
+    if cfg.model.target not in TARGETS:
+        return [f"unknown --target '{cfg.model.target}'; choose one of: {', '.join(TARGETS)}"]
+    out = []
+    for key, (value, flag, why) in TARGETS[cfg.model.target].items():
+        section, name = key.split(".")
+        if getattr(getattr(cfg, section), name) != value:
+            out.append(f"--target {cfg.model.target} needs {flag} ({why}), not {key} = "
+                       f"{getattr(getattr(cfg, section), name)!r}")
+    return out
+
+
 def set_dotted(cfg: RunConfig, key: str, value: Any) -> None:
     section, name = key.split(".")
     sub = getattr(cfg, section)
@@ -345,6 +383,9 @@ def validate(cfg: RunConfig) -> RunConfig:
     for ok, message in checks:
         if not ok:
             raise FirecutError(message)
+    problems = target_problems(cfg)
+    if problems:
+        raise FirecutError("; ".join(problems))
     return cfg
 
 

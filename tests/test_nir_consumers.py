@@ -131,3 +131,57 @@ def test_export_runs_the_file_in_each_installed_consumer(tmp_path):
             else:
                 assert "error" in r and "cannot run this graph" in text
         assert (tmp_path / f"{pool}.nir").is_file()
+
+
+def test_target_nir_trains_a_net_the_consumers_run_and_refuses_what_contradicts_it(tmp_path):
+    """`--target nir` on the CNN sets its pools; the SNN converted from it inherits the target
+    and its neuron (reset to zero, no initial membrane); both are recorded; the NIR export is exact
+    and each consumer agrees. A flag that contradicts the target, or a CNN built for another, is
+    refused in one line."""
+    import yaml
+
+    from conftest import assert_user_error, run_cli, run_cli_many
+
+    for name in C.CONSUMERS:
+        consumer(name)
+    small = ["--dataset", "synthetic", "--set", "model.width=0.25", "--epochs", 1, "--quiet"]
+    cnn = run_cli("train", "--cnn", "--target", "nir", *small, "--out", tmp_path / "cnn")
+    assert cnn.returncode == 0, cnn.stderr
+    snn = run_cli("train", "--init", tmp_path / "cnn" / "best.pt", "--timesteps", 2, *small,
+                  "--out", tmp_path / "snn")
+    assert snn.returncode == 0, snn.stderr
+    cfg = yaml.safe_load((tmp_path / "snn" / "config.yaml").read_text())
+    assert cfg["model"]["target"] == "nir" and cfg["model"]["pool"] == "avg2"
+    assert cfg["spiking"]["reset"] == "zero" and cfg["spiking"]["v_init"] == 0.0
+    exp = run_cli("export", tmp_path / "snn" / "best.pt", "--format", "nir", "--images", 64)
+    assert exp.returncode == 0, exp.stderr
+    assert "verdict   exact" in exp.stdout
+    for name in C.CONSUMERS:
+        line = next(l for l in exp.stdout.splitlines() if l.startswith(f"consumer  {name} "))
+        assert "agree 100.0%" in line
+    plain = run_cli("train", "--cnn", *small, "--out", tmp_path / "plain")
+    assert plain.returncode == 0, plain.stderr
+    bad = run_cli_many(
+        ["train", "--cnn", "--target", "nir", "--pool", "max", *small, "--out", tmp_path / "b1"],
+        ["train", "--init", tmp_path / "cnn" / "best.pt", "--reset", "subtract", *small,
+         "--out", tmp_path / "b2"],
+        ["train", "--init", tmp_path / "plain" / "best.pt", "--target", "nir", *small,
+         "--out", tmp_path / "b3"],
+        ["train", "--cnn", "--target", "loihi", *small, "--out", tmp_path / "b4"])
+    assert_user_error(bad[0], "--target nir needs --pool avg2", "not model.pool = 'max'")
+    assert_user_error(bad[1], "--target nir needs --reset zero")
+    assert_user_error(bad[2], "was not trained for it (its target is any)", "train the cnn with --target nir")
+    assert_user_error(bad[3], "unknown --target 'loihi'; choose one of: any, nir")
+    assert not any((tmp_path / f"b{i}").exists() for i in range(1, 5))
+
+
+def test_the_recipe_builds_every_step_for_its_target():
+    from firecut.config import RecipeConfig
+    from firecut.training.recipe import step_config
+
+    for mode in ("cnn", "snn", "snn-scratch"):
+        cfg = step_config(RecipeConfig(preset="cpu", target="nir"), mode)
+        got = (cfg.model.target, cfg.model.pool, cfg.spiking.reset, cfg.spiking.v_init)
+        assert got == ("nir", "avg2", "zero", 0.0)
+    cfg = step_config(RecipeConfig(preset="cpu"), "snn")
+    assert (cfg.model.target, cfg.model.pool, cfg.spiking.reset) == ("any", "max", "subtract")

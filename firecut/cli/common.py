@@ -82,6 +82,7 @@ RECIPE_OPTIONS: dict[str, tuple[tuple[str, ...], typing.Any, str]] = {
     "e_mac_pj": (("--e-mac-pj",), Optional[float], "Override: energy of one multiply-accumulate (pJ) \\[default: the energy preset's]."),
     "energy_model": (("--energy-model",), str, ENERGY_MODEL_HELP),
     "distill": (("--distill",), float, "Every SNN converted from a CNN learns this share of its loss from that CNN's soft targets (knowledge distillation; 0 = off)."),
+    "target": (("--target",), str, "Where the nets are going: any | nir (2x2/2 average pools, reset to zero, no initial membrane: a net NIR holds exactly and snntorch and norse run)."),
 }
 HIDDEN = {"width"}
 PARAM = {"root": "data_root"}  # the parameter a field's option fills, where the names differ

@@ -37,6 +37,7 @@ def train(
     optimizer: Optional[str] = typer.Option(None, help=f"sgd | adamw \\[default: {TRAIN_DEFAULTS.optimizer}]."),
     distill: Optional[float] = typer.Option(None, help="With --init: the share of the loss taken from the CNN's soft targets (knowledge distillation, temperature train.distill_temp; BENCHMARKS.md has what it gained) \\[default: 0, off]."),
     act: Optional[str] = typer.Option(None, help=f"CNN activation: relu | relu6 | silu | hardswish | clipq \\[default: the preset's, else {MODEL_DEFAULTS.act}]."),
+    target: Optional[str] = typer.Option(None, help="Where the net is going: any | nir (sets --pool avg2, --reset zero and spiking.v_init=0: a net NIR holds exactly, which snntorch and norse run; recorded in the checkpoint, and a flag that contradicts it is refused) \\[default: the --init CNN's, else any]."),
     pool: Optional[str] = typer.Option(None, help="SqueezeNet's pools: max (the paper's 3x3/2) | avg (3x3/2 average: linear, adds no conversion error, but a weaker CNN) | avg2 (2x2/2 average: the pool every NIR consumer reads). A converted or pruned net keeps its parent's \\[default: max]."),
     beta: Optional[float] = typer.Option(None, help="LIF membrane decay per step \\[default: 1.0 (IF) when converting, 0.9 from scratch]."),
     surrogate: Optional[str] = typer.Option(None, help="Surrogate gradient: atan | fast_sigmoid | sigmoid \\[default: atan]."),
@@ -77,6 +78,11 @@ def train(
     if preset is None:  # as every other command; a replayed config is taken as saved
         preset = None if config else "quick"
     apply_preset(cfg, None if preset == "none" else preset)
+    target = _target_of(cfg, target, init)
+    if target is not None:
+        from firecut.config import apply_target
+
+        apply_target(cfg, target)
     given = {
         "data.dataset": dataset, "data.root": data_root, "data.train_subset": train_subset,
         "data.test_subset": test_subset, "train.epochs": epochs, "spiking.timesteps": timesteps,
@@ -106,6 +112,20 @@ def train(
         summary = fit(cfg, out, restart=not resume, log=progress.log, on_step=progress.on_step)
     print_json(summary)
     print(f"wrote {Path(out) / 'summary.json'}", file=sys.stderr)
+
+
+def _target_of(cfg, target: Optional[str], init: Optional[str]) -> Optional[str]:
+    """The run's target: given, else the --init CNN's (a converted net keeps its CNN's). A CNN
+    built for another target than the one given is refused: its pools are already what they are."""
+    if not init:
+        return target
+    from firecut.checkpoint import configs_of, load_checkpoint
+
+    cnn_target = configs_of(load_checkpoint(init))[0].target
+    if target is not None and target != "any" and cnn_target != target:
+        raise FirecutError(f"--target {target}: --init {init} was not trained for it (its target is "
+                           f"{cnn_target}); train the CNN with --target {target} first")
+    return target if target is not None else (cnn_target if cnn_target != "any" else None)
 
 
 def _adopt_parent(cfg, parent: str, snn: Optional[bool]) -> None:

@@ -159,6 +159,8 @@ def signature(cfg: SearchConfig, base: str | None) -> dict[str, Any]:
         sig.update(retrain="recipe", rungs=cfg.rungs, eta=cfg.eta, confirm=cfg.confirm, trials=cfg.trials)
     if r.distill > 0:
         sig["distill"] = r.distill
+    if r.target != "any":
+        sig["target"] = r.target
     if (r.energy_preset, r.e_ac_pj, r.e_mac_pj) != ("45nm-fp32", None, None):  # older studies lack it
         sig["energy"] = [r.energy_preset, r.e_ac_pj, r.e_mac_pj]
     if r.energy_model != "paper":

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import yaml
 
-from firecut.config import (PRESETS, ModelConfig, RecipeConfig, RunConfig, apply_preset,
+from firecut.config import (PRESETS, ModelConfig, RecipeConfig, RunConfig, apply_preset, apply_target,
                             settings_diff, validate)
 from firecut.errors import FirecutError
 from firecut.io import atomic_write_text
@@ -31,7 +31,11 @@ def check_recipe(recipe: RecipeConfig, *extra: tuple[str, int | None]) -> None:
     overrides are >= 0; --distill in [0, 1]."""
     from firecut.energy import make_energy
 
+    from firecut.config import TARGETS
+
     make_energy(recipe.energy_preset, recipe.e_ac_pj, recipe.e_mac_pj, recipe.energy_model)
+    if recipe.target not in TARGETS:
+        raise FirecutError(f"unknown --target '{recipe.target}'; choose one of: {', '.join(TARGETS)}")
     if not 0.0 <= recipe.distill <= 1.0:
         raise FirecutError("--distill must be in [0, 1] (the CNN teacher's share of the SNN's loss)")
     for flag, v in (("--epochs", recipe.epochs), ("--finetune-epochs", recipe.finetune_epochs),
@@ -67,6 +71,7 @@ def step_config(recipe: RecipeConfig, mode: str, seed: int = 0, model: str = "sq
     cfg = RunConfig()
     cfg.spiking.enabled = mode != "cnn"
     apply_preset(cfg, recipe.preset, mode)
+    apply_target(cfg, recipe.target)
     cfg.model.name = model
     cfg.data.dataset, cfg.data.root = recipe.dataset, recipe.root
     cfg.data.train_subset, cfg.data.test_subset = recipe.train_subset, recipe.test_subset
