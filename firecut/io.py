@@ -8,7 +8,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from firecut.errors import FirecutError, disk_full_error, is_disk_full
+from firecut.errors import FirecutError, write_errno, write_error
 
 
 def atomic_write_bytes(path: str | os.PathLike, writer: Callable[[BinaryIO], Any]) -> None:
@@ -18,8 +18,9 @@ def atomic_write_bytes(path: str | os.PathLike, writer: Callable[[BinaryIO], Any
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
-        if is_disk_full(e):
-            raise disk_full_error(path.parent) from None
+        code = write_errno(e)
+        if code is not None:
+            raise write_error(path.parent, code) from None
         raise FirecutError(f"cannot write {path} ({e.strerror or e}); check that its folder exists "
                            "and is writable") from None
     umask = os.umask(0)
@@ -34,8 +35,9 @@ def atomic_write_bytes(path: str | os.PathLike, writer: Callable[[BinaryIO], Any
     except BaseException as e:
         if os.path.exists(tmp):
             os.unlink(tmp)
-        if is_disk_full(e):
-            raise disk_full_error(path.parent) from None
+        code = write_errno(e)
+        if code is not None:
+            raise write_error(path.parent, code) from None
         raise
 
 

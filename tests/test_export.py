@@ -449,7 +449,8 @@ def test_export_and_predict_end_to_end_on_real_cifar10(tmp_path, capsys):
         assert proc.returncode == 0, proc.stderr
         path = ckpt_path.with_name("best" + A.SUFFIXES[kind])
         assert path.is_file() and f"artifact  {path}" in proc.stdout
-        assert f"checked   50 test images of {data}" in proc.stdout  # recorded in the checkpoint
+        # recorded in the checkpoint, resolved (../shared may be a symbolic link)
+        assert f"checked   50 test images of {data.resolve()}" in proc.stdout
         agree = float(re.search(r"agree +([\d.]+)%", proc.stdout).group(1))
         verdict = re.search(r"verdict +(\w+)", proc.stdout).group(1)
         assert verdict in ("exact", "equivalent") and "max |Δ|" in proc.stdout

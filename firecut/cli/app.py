@@ -75,12 +75,13 @@ def main() -> None:
         print(f"firecut: error: {e}", file=sys.stderr)
         sys.exit(2)
     except (OSError, RuntimeError) as e:  # a write the library did not make atomically
-        from firecut.errors import disk_full_error, is_disk_full
+        from firecut.errors import write_errno, write_error
 
-        if not is_disk_full(e):
+        code = write_errno(e)
+        if code is None:
             raise
         where = getattr(e, "filename", None) or "a file firecut was writing"
-        print(f"firecut: error: {disk_full_error(where)}", file=sys.stderr)
+        print(f"firecut: error: {write_error(where, code)}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:  # outside a command (typer turns one inside into exit 130)
         print("firecut: interrupted", file=sys.stderr)
