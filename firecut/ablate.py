@@ -37,7 +37,7 @@ from typing import Any, Callable
 from firecut.config import (ENERGY_PRESETS, MATCHED, ModelConfig, RecipeConfig, SpikingConfig, child_of,
                             energy_mj, flat_defaults, flat_settings, validate)
 from firecut.errors import FirecutError
-from firecut.training.recipe import (check_preset, check_recipe, cnn_then_snn, pin_settings,
+from firecut.training.recipe import (check_data, check_preset, check_recipe, cnn_then_snn, pin_settings,
                                      snn_from_cnn, step_config)
 from firecut.io import atomic_write_text
 from firecut.runs import folder_lock
@@ -198,6 +198,7 @@ def run_ablation(ac: AblateConfig, out: str | Path, fit: Callable | None = None,
     out = Path(out)
     check_values(ac)
     schedules = load_schedules(ac.schedules)
+    check_data(ac.recipe)
     with folder_lock(out):
         return _run_ablation(ac, out, schedules, fit, log)
 

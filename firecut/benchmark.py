@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 from firecut.config import ENERGY_PRESETS, MATCHED, RecipeConfig, energy_mj, flat_defaults, flat_settings
 from firecut.errors import FirecutError
-from firecut.training.recipe import check_preset, check_recipe, cnn_then_snn, pin_settings
+from firecut.training.recipe import check_data, check_preset, check_recipe, cnn_then_snn, pin_settings
 from firecut.io import atomic_write_text
 from firecut.runs import folder_lock
 from firecut.tables import METRICS, mean_pm, seed_stats
@@ -87,6 +87,7 @@ def run_benchmark(bc: BenchmarkConfig, out: str | Path, fit: Callable | None = N
     fit = fit or default_fit
     out = Path(out)
     check_values(bc)
+    check_data(bc.recipe)
     with folder_lock(out):
         return _run_benchmark(bc, out, fit, log)
 

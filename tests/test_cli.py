@@ -148,6 +148,12 @@ BAD_INPUT = [
     (["train", "--dataset", "missing/file.npz"], ["does not exist"]),
     (["train", "--dataset", "synthetic", "--cnn", "--init", "x.pt"], ["drop --cnn"]),
     (["evaluate", "nothing.pt", "--dataset", "synthetic"], ["nothing.pt", "does not exist"]),
+    (["train", "--dataset", "synthetic", "--target", "loihi"], ["unknown --target 'loihi'", "nir"]),
+    (["search", "--dataset", "synthetic", "--base", "x.pt"],
+     ["--base is where --retrain finetune prunes from"]),
+    (["search", "--dataset", "missing/file.npz"], ["does not exist"]),
+    (["ablate", "--dataset", "missing/file.npz"], ["does not exist"]),
+    (["benchmark", "--dataset", "missing/file.npz"], ["does not exist"]),
 ]
 
 
@@ -171,6 +177,17 @@ def test_bad_input_is_one_line_and_exit_2(case, bad_input_results):
     root, results = bad_input_results
     assert_user_error(results[case], *BAD_INPUT[case][1])
     assert not (root / str(case) / "summary.json").exists()
+
+
+def test_missing_data_is_found_before_any_work_is_announced(bad_input_results):
+    """An experiment checks that its data loads before it says what it will train: the one error
+    line is all the user reads."""
+    root, results = bad_input_results
+    cases = [i for i, (args, _) in enumerate(BAD_INPUT) if args[1:] == ["--dataset", "missing/file.npz"]]
+    assert {BAD_INPUT[i][0][0] for i in cases} == {"search", "ablate", "benchmark"}
+    for i in cases:
+        assert results[i].stderr.strip().splitlines() == [
+            l for l in results[i].stderr.splitlines() if l.startswith("firecut: error:")]
 
 
 def test_run_cli_many_shows_what_separate_runs_show():

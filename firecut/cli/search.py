@@ -23,8 +23,8 @@ class SearchObjective(str, Enum):
     scalar = "scalar"
 
 
-@command(epilog="Examples: firecut search --preset quick --dataset ../shared/data/cifar10-sub.npz --out runs/search-quick\n\n"
-                "firecut search --retrain finetune --trials 12 --preset quick --dataset ../shared/data/cifar10-sub.npz")
+@command(epilog="Example: firecut search --preset quick --dataset ../shared/data/cifar10-sub.npz --out runs/search-quick "
+                "(finetune mode: firecut search --retrain finetune --trials 12 --preset quick --dataset ../shared/data/cifar10-sub.npz)")
 @with_recipe
 def search(
     recipe: RecipeConfig,

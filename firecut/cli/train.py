@@ -117,8 +117,8 @@ def train(
 def _target_of(cfg, target: Optional[str], init: Optional[str]) -> Optional[str]:
     """The run's target: given, else the --init CNN's (a converted net keeps its CNN's). A CNN
     built for another target than the one given is refused: its pools are already what they are."""
-    if not init:
-        return target
+    if not init or not cfg.spiking.enabled or not Path(init).is_file():
+        return target  # no conversion, or one that validate() and fit refuse in their own words
     from firecut.checkpoint import configs_of, load_checkpoint
 
     cnn_target = configs_of(load_checkpoint(init))[0].target

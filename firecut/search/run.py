@@ -37,7 +37,7 @@ from firecut.ablate import AblateConfig, check_base, train_base
 from firecut.config import RecipeConfig, flat_settings, settings_diff
 from firecut.errors import FirecutError
 from firecut.pruning.masks import ALL_MASKS, bits_of
-from firecut.training.recipe import check_preset, check_recipe
+from firecut.training.recipe import check_data, check_preset, check_recipe
 from firecut.io import atomic_write_text
 from firecut.pruning.schedules import load_schedules
 from firecut.search.storage import check_url, default_url, open_storage, redact, storage_errors
@@ -185,7 +185,6 @@ def check_before_training(cfg: SearchConfig, storage: Any, url: str) -> None:
     """What can fail is checked before the base trains (minutes to hours): the storage answers
     (open_storage connected; a wrong password failed there), a study of this name holds these
     settings, and the dataset loads."""
-    from firecut.data import load_data
 
     with storage_errors(url):
         try:
@@ -197,7 +196,7 @@ def check_before_training(cfg: SearchConfig, storage: Any, url: str) -> None:
     if old is not None:
         sig = signature(cfg, None)
         refuse_other_settings(cfg, url, old, sig, ignore=("base_sha256",))
-    load_data(cfg.recipe.dataset, cfg.recipe.root, train_subset=1, test_subset=1)
+    check_data(cfg.recipe)
 
 
 @contextmanager

@@ -44,6 +44,14 @@ def check_recipe(recipe: RecipeConfig, *extra: tuple[str, int | None]) -> None:
             raise FirecutError(f"{flag} must be >= 1")
 
 
+def check_data(recipe: RecipeConfig) -> None:
+    """The recipe's dataset loads (one image of each split), before any work is announced or
+    trained: a missing file or an offline download fails in one line, first."""
+    from firecut.data import load_data
+
+    load_data(recipe.dataset, recipe.root, train_subset=1, test_subset=1)
+
+
 UNPINNED = ("root", "device")  # where the data lives and what trains it: not what a run *is*
 
 
