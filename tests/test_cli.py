@@ -184,7 +184,7 @@ def test_missing_data_is_found_before_any_work_is_announced(bad_input_results):
     line is all the user reads."""
     root, results = bad_input_results
     cases = [i for i, (args, _) in enumerate(BAD_INPUT) if args[1:] == ["--dataset", "missing/file.npz"]]
-    assert {BAD_INPUT[i][0][0] for i in cases} == {"search", "ablate", "benchmark"}
+    assert {BAD_INPUT[i][0][0] for i in cases} == {"train", "search", "ablate", "benchmark"}
     for i in cases:
         assert results[i].stderr.strip().splitlines() == [
             l for l in results[i].stderr.splitlines() if l.startswith("firecut: error:")]
