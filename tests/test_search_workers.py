@@ -143,8 +143,8 @@ def test_two_workers_share_a_journal_file(base, tmp_path):
 # ------------------------------------------------------------------------------ --retrain recipe
 
 LADDER = ["search", "--study", "ladder", "--dataset", "synthetic", "--trials", 3, "--rungs", 2, "--eta", 3,
-          "--confirm", 1, "--width", 0.25, "--timesteps", 2, "--epochs", 3, "--finetune-epochs", 1, "--batch-size", 64,
-          "--device", "cpu"]
+          "--confirm", 1, "--width", 0.25, "--timesteps", 2, "--epochs", 3, "--finetune-epochs", 1,
+          "--batch-size", 64, "--device", "cpu"]
 ITEMS = 3 + 1 + 1  # rung 0 (1 + 1 epochs), rung 1 (3 + 1), the confirm run (seed 1)
 
 
@@ -202,8 +202,8 @@ def test_a_ladder_worker_killed_mid_run_is_resumed_by_the_other(tmp_path):
 
     storage = f"journal:{tmp_path / 'study.log'}"
     args = ["search", "--study", "ladder", "--dataset", "synthetic", "--trials", 2, "--rungs", 1, "--confirm", 0,
-            "--width", 0.25, "--timesteps", 2, "--epochs", 4, "--finetune-epochs", 1, "--batch-size", 64, "--device", "cpu",
-            "--storage", storage]
+            "--width", 0.25, "--timesteps", 2, "--epochs", 4, "--finetune-epochs", 1, "--batch-size", 64,
+            "--device", "cpu", "--storage", storage]
     procs = {p.pid: p for p in (_start(args, tmp_path / "w") for _ in range(2))}
     victim, folder, deadline = None, None, time.time() + 300
     while victim is None and time.time() < deadline:
