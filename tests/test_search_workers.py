@@ -202,8 +202,8 @@ def test_a_ladder_worker_killed_mid_run_is_resumed_by_the_other(tmp_path):
 
     storage = f"journal:{tmp_path / 'study.log'}"
     args = ["search", "--study", "ladder", "--dataset", "synthetic", "--trials", 2, "--rungs", 1,
-            "--confirm", 0, "--width", 0.25, "--timesteps", 2, "--epochs", 4, "--finetune-epochs", 1, "--batch-size", 64,
-            "--device", "cpu", "--storage", storage]
+            "--confirm", 0, "--width", 0.25, "--timesteps", 2, "--epochs", 4, "--finetune-epochs", 1,
+            "--batch-size", 64, "--device", "cpu", "--storage", storage]
     procs = {p.pid: p for p in (_start(args, tmp_path / "w") for _ in range(2))}
     victim, folder, deadline = None, None, time.time() + 300
     while victim is None and time.time() < deadline:
