@@ -355,6 +355,12 @@ def test_the_optuna_internals_firecut_relies_on_are_still_there():
     assert "skip_if_exists" in inspect.signature(study.enqueue_trial).parameters
     assert "set_constraint" in dir(trial) and trial.set_constraint("c", 1.0) is None
     assert optuna.trial.FrozenTrial.constraints, "FrozenTrial.constraints is gone"
+    # the ladder's claim (search/ladder.py): WAITING -> RUNNING succeeds once, for one caller
+    study.enqueue_trial({}, user_attrs={"net": "11111111", "rung": 0})
+    waiting = next(t for t in study.get_trials() if t.state == optuna.trial.TrialState.WAITING)
+    running = optuna.trial.TrialState.RUNNING
+    assert study._storage.set_trial_state_values(waiting._trial_id, running) is True
+    assert study._storage.set_trial_state_values(waiting._trial_id, running) is False
 
 
 def test_the_energy_budget_steers_the_samplers(tmp_path, base):

@@ -265,20 +265,15 @@ class LadderWorker:
 
     def _fail(self, trial_id: int, status: str) -> None:
         from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
 
         storage = self.study._storage
         try:
             with storage_errors(self.url):
                 storage.set_trial_user_attr(trial_id, "status", status)
-                storage.set_trial_state_values(trial_id, self.study_state().FAIL)
+                storage.set_trial_state_values(trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:
             pass
-
-    @staticmethod
-    def study_state():
-        from optuna.trial import TrialState
-
-        return TrialState
 
     def tidy(self, lad: Ladder) -> bool:
         """Fails dead workers' trials and duplicate waiting ones; whether it changed anything."""
@@ -300,10 +295,11 @@ class LadderWorker:
     def claim(self, trial_id: int) -> bool:
         """WAITING -> RUNNING: true for exactly one of the workers that try."""
         from optuna.exceptions import UpdateFinishedTrialError
+        from optuna.trial import TrialState
 
         try:
             with storage_errors(self.url):
-                return bool(self.study._storage.set_trial_state_values(trial_id, self.study_state().RUNNING))
+                return bool(self.study._storage.set_trial_state_values(trial_id, TrialState.RUNNING))
         except UpdateFinishedTrialError:
             return False
 
