@@ -6,7 +6,7 @@ nothing), rebuilds the same ladder from the settings the study pinned, and write
 pareto.md and pareto.png into DEST from the finished networks (best.pt only once the last rung has
 finished ones). Then `benchmarks/search_tau.py DEST ...` ranks its rungs.
 
-    python benchmarks/search_status.py runs/search-full benchmarks/results/search-full
+    python benchmarks/search_status.py runs/search-full benchmarks/results/search-full --save-study
     python benchmarks/search_status.py runs/search-full DEST --storage postgresql://... --study NAME
 """
 
@@ -22,12 +22,34 @@ from firecut.search.run import SearchConfig
 from firecut.search.storage import default_url, open_storage
 
 
+def save_study(url: str, dest: Path, name: str) -> None:
+    import sqlite3
+
+    import optuna
+    from optuna.trial import TrialState
+
+    if not url.startswith("sqlite:///"):
+        raise SystemExit("--save-study copies SQLite studies only")
+    src, dst = sqlite3.connect(url[len("sqlite:///"):]), sqlite3.connect(dest)
+    src.backup(dst)  # a consistent copy while a worker writes
+    dst.close(), src.close()
+    storage = optuna.storages.RDBStorage(f"sqlite:///{dest}")
+    for t in optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False):
+        if t.state == TrialState.RUNNING:
+            storage.set_trial_user_attr(t._trial_id, "status", "interrupted")
+            storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out", type=Path, help="the search's --out (its study.db, unless --storage)")
     ap.add_argument("dest", type=Path, help="folder for the reports")
     ap.add_argument("--storage", help="the search's --storage [default: sqlite:///OUT/study.db]")
     ap.add_argument("--study", default="firecut-search")
+    ap.add_argument("--save-study", action="store_true",
+                    help="also copy a SQLite study to DEST/study.db, its running trials failed as "
+                         "interrupted (their run folders are not copied), so that a search resumed "
+                         "from the copy retries them at once")
     args = ap.parse_args()
     import optuna
 
@@ -46,6 +68,9 @@ def main() -> None:
     args.dest.mkdir(parents=True, exist_ok=True)
     lad = Ladder(rungs, networks, study.get_trials(deepcopy=False), cfg.stale_s)
     report = write_ladder_reports(cfg, lad, url, args.dest)
+    (args.dest / "best.pt").unlink(missing_ok=True)  # a checkpoint does not belong in a record
+    if args.save_study:
+        save_study(url, args.dest / "study.db", args.study)
     print(f"{len(report['rows'])} of {len(networks)} networks judged; wrote {args.dest}/networks.csv, "
           "pareto.md")
 
