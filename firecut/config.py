@@ -275,10 +275,14 @@ TARGETS: dict[str, dict[str, tuple[Any, str, str]]] = {
 }
 
 
-def apply_target(cfg: RunConfig, target: str) -> RunConfig:
-    """Records `target` in the model config and sets what it fixes (TARGETS)."""
+def check_target(target: str) -> None:
     if target not in TARGETS:
         raise FirecutError(f"unknown --target '{target}'; choose one of: {', '.join(TARGETS)}")
+
+
+def apply_target(cfg: RunConfig, target: str) -> RunConfig:
+    """Records `target` in the model config and sets what it fixes (TARGETS)."""
+    check_target(target)
     cfg.model.target = target
     for key, (value, _, _) in TARGETS[target].items():
         set_dotted(cfg, key, value)
@@ -287,8 +291,7 @@ def apply_target(cfg: RunConfig, target: str) -> RunConfig:
 
 def target_problems(cfg: RunConfig) -> list[str]:
     """How `cfg` leaves what its model's target fixes, one line each (empty: it keeps to it)."""
-    if cfg.model.target not in TARGETS:
-        return [f"unknown --target '{cfg.model.target}'; choose one of: {', '.join(TARGETS)}"]
+    check_target(cfg.model.target)
     out = []
     for key, (value, flag, why) in TARGETS[cfg.model.target].items():
         section, name = key.split(".")

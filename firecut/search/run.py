@@ -2,7 +2,7 @@
 (`--retrain`, as in the ablation):
 
     recipe     (default) every mask trained as its own network through the recipe: the 256 masks
-               build 80 distinct networks, all ranked by successive halving (search/ladder.py).
+               build 81 distinct networks, all ranked by successive halving (search/ladder.py).
                The default because it is where pruning helps at full scale: by the recipe Alt-1
                and Head-1 beat the unpruned net by 2.5-2.8 points, cut from it and fine-tuned
                every schedule falls below it (BENCHMARKS.md, Table 3)
@@ -185,7 +185,6 @@ def check_before_training(cfg: SearchConfig, storage: Any, url: str) -> None:
     """What can fail is checked before the base trains (minutes to hours): the storage answers
     (open_storage connected; a wrong password failed there), a study of this name holds these
     settings, and the dataset loads."""
-
     with storage_errors(url):
         try:
             study_id = storage.get_study_id_from_name(cfg.study)

@@ -31,11 +31,10 @@ def check_recipe(recipe: RecipeConfig, *extra: tuple[str, int | None]) -> None:
     overrides are >= 0; --distill in [0, 1]."""
     from firecut.energy import make_energy
 
-    from firecut.config import TARGETS
+    from firecut.config import check_target
 
     make_energy(recipe.energy_preset, recipe.e_ac_pj, recipe.e_mac_pj, recipe.energy_model)
-    if recipe.target not in TARGETS:
-        raise FirecutError(f"unknown --target '{recipe.target}'; choose one of: {', '.join(TARGETS)}")
+    check_target(recipe.target)
     if not 0.0 <= recipe.distill <= 1.0:
         raise FirecutError("--distill must be in [0, 1] (the CNN teacher's share of the SNN's loss)")
     for flag, v in (("--epochs", recipe.epochs), ("--finetune-epochs", recipe.finetune_epochs),
